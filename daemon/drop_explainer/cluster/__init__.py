@@ -1,0 +1,1 @@
+"""Cluster state: the Kubernetes objects explanations need, loaded and indexed."""

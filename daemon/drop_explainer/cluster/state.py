@@ -1,0 +1,109 @@
+"""An immutable snapshot of the cluster, indexed the ways explanations look things up.
+
+A snapshot never changes once built: the engine and its caches can hold one
+without locks, and a what-if "with this fix applied" is a new snapshot that
+shares every unchanged object with the old one.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import itertools
+from collections import defaultdict
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field, replace
+
+from drop_explainer.cluster import objects as o
+
+_generations = itertools.count(1)
+
+
+@dataclass(frozen=True, slots=True)
+class ClusterState:
+    """The objects, plus lookups by name, namespace and address."""
+
+    namespaces: Mapping[str, o.Namespace]
+    pods: Mapping[str, o.Pod]
+    nodes: Mapping[str, o.Node]
+    services: Mapping[str, o.Service]
+    policies: Mapping[str, o.NetworkPolicy]
+    generation: int = field(default_factory=lambda: next(_generations))
+    """Distinct for every snapshot built; caches key on it."""
+    pods_by_namespace: Mapping[str, tuple[o.Pod, ...]] = field(init=False)
+    policies_by_namespace: Mapping[str, tuple[o.NetworkPolicy, ...]] = field(init=False)
+    pod_by_ip: Mapping[str, o.Pod] = field(init=False)
+    node_by_ip: Mapping[str, o.Node] = field(init=False)
+    service_by_ip: Mapping[str, o.Service] = field(init=False)
+    pods_by_name: Mapping[str, tuple[o.Pod, ...]] = field(init=False)
+    pod_networks: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = field(init=False)
+
+    def __post_init__(self) -> None:
+        by_ns: dict[str, list[o.Pod]] = defaultdict(list)
+        by_name: dict[str, list[o.Pod]] = defaultdict(list)
+        by_ip: dict[str, o.Pod] = {}
+        for pod in self.pods.values():
+            by_ns[pod.namespace].append(pod)
+            by_name[pod.name].append(pod)
+            # A host-network pod shares its node's address: the datapath sees
+            # the node, so the address must resolve to the node, not the pod.
+            if not pod.host_network and pod.phase not in ("Succeeded", "Failed"):
+                for ip in pod.ips:
+                    by_ip[ip] = pod
+        pol_ns: dict[str, list[o.NetworkPolicy]] = defaultdict(list)
+        for pol in self.policies.values():
+            pol_ns[pol.namespace].append(pol)
+        node_ip = {addr: n for n in self.nodes.values() for kind, addr in n.addresses if kind.endswith("IP")}
+        svc_ip = {ip: s for s in self.services.values() for ip in s.cluster_ips}
+        nets = tuple(ipaddress.ip_network(c, strict=False) for n in self.nodes.values() for c in n.pod_cidrs)
+        object.__setattr__(self, "pods_by_namespace", {k: tuple(v) for k, v in by_ns.items()})
+        object.__setattr__(self, "pods_by_name", {k: tuple(v) for k, v in by_name.items()})
+        object.__setattr__(self, "policies_by_namespace", {k: tuple(v) for k, v in pol_ns.items()})
+        object.__setattr__(self, "pod_by_ip", by_ip)
+        object.__setattr__(self, "node_by_ip", node_ip)
+        object.__setattr__(self, "service_by_ip", svc_ip)
+        object.__setattr__(self, "pod_networks", nets)
+
+    @classmethod
+    def build(cls, objs: Iterable[object]) -> ClusterState:
+        """A snapshot from parsed objects of any of the five kinds."""
+        ns: dict[str, o.Namespace] = {}
+        pods: dict[str, o.Pod] = {}
+        nodes: dict[str, o.Node] = {}
+        svcs: dict[str, o.Service] = {}
+        pols: dict[str, o.NetworkPolicy] = {}
+        for obj in objs:
+            match obj:
+                case o.Namespace():
+                    ns[obj.name] = obj
+                case o.Pod():
+                    pods[obj.key] = obj
+                case o.Node():
+                    nodes[obj.name] = obj
+                case o.Service():
+                    svcs[obj.key] = obj
+                case o.NetworkPolicy():
+                    pols[obj.key] = obj
+                case _:
+                    raise TypeError(f"not a cluster object: {type(obj).__name__}")
+        # Namespaces referenced but not listed still exist for the selectors
+        # that match on kubernetes.io/metadata.name, as the API server sets it.
+        for name in {p.namespace for p in pods.values()} | {p.namespace for p in pols.values()}:
+            ns.setdefault(name, o.Namespace(name, {"kubernetes.io/metadata.name": name}))
+        return cls(ns, pods, nodes, svcs, pols)
+
+    def with_objects(self, *objs: object) -> ClusterState:
+        """A new snapshot with these objects added or replacing their namesakes."""
+        return ClusterState.build([*self.namespaces.values(), *self.pods.values(), *self.nodes.values(),
+                                   *self.services.values(), *self.policies.values(), *objs])
+
+    def with_namespace_labels(self, name: str, labels: Mapping[str, str]) -> ClusterState:
+        ns = self.namespaces.get(name) or o.Namespace(name)
+        return self.with_objects(replace(ns, labels={**ns.labels, **labels}))
+
+    def namespace_labels(self, name: str) -> Mapping[str, str]:
+        ns = self.namespaces.get(name)
+        return ns.labels if ns is not None else {"kubernetes.io/metadata.name": name}
+
+    def in_pod_network(self, ip: str) -> bool:
+        addr = ipaddress.ip_address(ip)
+        return any(addr in net for net in self.pod_networks)

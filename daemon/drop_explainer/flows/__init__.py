@@ -1,0 +1,1 @@
+"""The normalised Flow record and its JSON-lines form."""

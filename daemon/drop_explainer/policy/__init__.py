@@ -1,0 +1,1 @@
+"""The pure NetworkPolicy engine: no I/O, no asyncio."""

@@ -1,0 +1,148 @@
+"""The NetworkPolicy verdict for one connection over one snapshot.
+
+Semantics are those of networking.k8s.io/v1: a pod is isolated in a direction
+once any policy selecting it lists that direction; an isolated pod accepts
+what the union of those policies' rules allows; a connection needs both the
+source's egress and the destination's ingress. The Engine indexes a snapshot
+once (which policies select each pod) so a verdict costs a few dict lookups.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass
+from functools import lru_cache
+
+from drop_explainer.cluster.objects import IPBlock, NetworkPolicy, Peer, Pod, PolicyType, Rule
+from drop_explainer.cluster.state import ClusterState
+from drop_explainer.policy import ports, selectors
+from drop_explainer.policy.endpoints import Subject
+
+PROTOCOLS = ("TCP", "UDP", "SCTP")
+
+
+@dataclass(frozen=True, slots=True)
+class Connection:
+    source: Subject
+    destination: Subject
+    port: int
+    protocol: str = "TCP"
+
+
+@dataclass(frozen=True, slots=True)
+class DirectionVerdict:
+    allowed: bool
+    isolated: bool
+    policies: tuple[NetworkPolicy, ...] = ()
+    """The policies that select the pod for this direction (isolate it)."""
+    allowed_by: tuple[tuple[NetworkPolicy, int], ...] = ()
+    """(policy, rule index) pairs whose rule admits this connection."""
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    ingress: DirectionVerdict
+    egress: DirectionVerdict
+
+    @property
+    def allowed(self) -> bool:
+        return self.ingress.allowed and self.egress.allowed
+
+
+NOT_ISOLATED = DirectionVerdict(allowed=True, isolated=False)
+
+
+@lru_cache(maxsize=16384)
+def _network(cidr: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
+    return ipaddress.ip_network(cidr, strict=False)
+
+
+def ip_in_block(ip: str | None, block: IPBlock) -> bool:
+    """Inside cidr and outside every except; families never mix."""
+    if ip is None:
+        return False
+    addr = ipaddress.ip_address(ip)
+    net = _network(block.cidr)
+    if addr.version != net.version or addr not in net:
+        return False
+    return not any(addr in _network(e) for e in block.except_ if _network(e).version == addr.version)
+
+
+def peer_matches(peer: Peer, policy_ns: str, other: Subject) -> bool:
+    """Does this from/to entry of a policy in ``policy_ns`` match ``other``?"""
+    if peer.ip_block is not None:
+        return ip_in_block(other.ip, peer.ip_block)
+    if not other.is_pod or other.pod is None:
+        return False  # selectors only ever match pods
+    pod = other.pod
+    if peer.namespace_selector is None:
+        if pod.namespace != policy_ns:
+            return False
+    elif not selectors.matches(peer.namespace_selector, other.namespace_labels or {}):
+        return False
+    return peer.pod_selector is None or selectors.matches(peer.pod_selector, pod.labels)
+
+
+def rule_matches(rule: Rule, policy_ns: str, other: Subject, conn: Connection) -> bool:
+    dest_pod = conn.destination.pod if conn.destination.is_pod else None
+    if not ports.ports_match(rule.ports, conn.port, conn.protocol, dest_pod):
+        return False
+    return not rule.peers or any(peer_matches(p, policy_ns, other) for p in rule.peers)
+
+
+def rules_of(policy: NetworkPolicy, direction: PolicyType) -> tuple[Rule, ...]:
+    return policy.ingress if direction is PolicyType.INGRESS else policy.egress
+
+
+class Engine:
+    """A snapshot with the index of which policies select each pod."""
+
+    def __init__(self, state: ClusterState) -> None:
+        self.state = state
+        self._selecting: dict[tuple[str, PolicyType], tuple[NetworkPolicy, ...]] = {}
+
+    def policies_selecting(self, pod: Pod, direction: PolicyType) -> tuple[NetworkPolicy, ...]:
+        """The policies that isolate ``pod`` for ``direction``, sorted by name."""
+        key = (pod.key, direction)
+        found = self._selecting.get(key)
+        if found is None:
+            found = tuple(
+                sorted(
+                    (
+                        p
+                        for p in self.state.policies_by_namespace.get(pod.namespace, ())
+                        if direction in p.policy_types and selectors.matches(p.pod_selector, pod.labels)
+                    ),
+                    key=lambda p: p.name,
+                )
+            )
+            self._selecting[key] = found
+        return found
+
+    def index_all(self) -> None:
+        """Warm the selection index for every pod (done lazily otherwise)."""
+        for pod in self.state.pods.values():
+            if not pod.host_network:
+                self.policies_selecting(pod, PolicyType.INGRESS)
+                self.policies_selecting(pod, PolicyType.EGRESS)
+
+    def direction(self, conn: Connection, direction: PolicyType) -> DirectionVerdict:
+        """The verdict of one side: the destination's ingress or the source's egress."""
+        subject, other = (
+            (conn.destination, conn.source) if direction is PolicyType.INGRESS else (conn.source, conn.destination)
+        )
+        if not subject.is_pod or subject.pod is None:
+            return NOT_ISOLATED  # nodes, host-network pods and the outside are never isolated
+        policies = self.policies_selecting(subject.pod, direction)
+        if not policies:
+            return NOT_ISOLATED
+        allowed_by = tuple(
+            (p, i)
+            for p in policies
+            for i, rule in enumerate(rules_of(p, direction))
+            if rule_matches(rule, p.namespace, other, conn)
+        )
+        return DirectionVerdict(bool(allowed_by), True, policies, allowed_by)
+
+    def evaluate(self, conn: Connection) -> Verdict:
+        return Verdict(self.direction(conn, PolicyType.INGRESS), self.direction(conn, PolicyType.EGRESS))
