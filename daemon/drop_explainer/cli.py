@@ -9,7 +9,8 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from datetime import UTC, datetime
 from importlib import resources
 from pathlib import Path
 from typing import Any, TextIO
@@ -17,6 +18,8 @@ from typing import Any, TextIO
 from drop_explainer.cluster.errors import StateError
 from drop_explainer.cluster.loading import load_state
 from drop_explainer.cluster.state import ClusterState
+from drop_explainer.explain import explaining, grouping, rendering
+from drop_explainer.flows.model import Flow
 from drop_explainer.policy import queries
 from drop_explainer.policy.engine import Engine
 
@@ -45,7 +48,15 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("--protocol", default="TCP", type=str.upper, choices=["TCP", "UDP", "SCTP"])
     w.add_argument("--batch", metavar="FILE|-", help="JSON lines of {from, to, port, protocol}; one answer per line")
     w.add_argument("-o", "--output", choices=["text", "json"], default="text")
+    w.add_argument("--explain", action="store_true",
+                   help="with --batch: add the full explanation to each answer (slower)")
     w.set_defaults(func=cmd_whatif)
+    e = sub.add_parser("explain", help="explain every dropped flow in a file, grouping identical drops")
+    _add_state(e)
+    e.add_argument("--flows", required=True, metavar="FILE",
+                   help="flows: our JSON lines, hubble observe -o json/jsonpb, Hubble exporter files; gzip ok")
+    e.add_argument("-o", "--output", choices=["text", "json"], default="text")
+    e.set_defaults(func=cmd_explain)
     return parser
 
 
@@ -62,37 +73,42 @@ def cmd_whatif(args: argparse.Namespace, out: TextIO) -> int:
         if args.source or args.destination or args.port:
             raise UsageError("--batch cannot be combined with --from/--to/--port")
         if args.batch == "-":
-            run_batch(engine, sys.stdin, out)
+            run_batch(engine, sys.stdin, out, explain=args.explain)
         else:
             with Path(args.batch).open(encoding="utf-8") as lines:
-                run_batch(engine, lines, out)
+                run_batch(engine, lines, out, explain=args.explain)
         return 0
     if not (args.source and args.destination and args.port):
         raise UsageError("whatif needs --from, --to and --port (or --batch)")
     try:
         query = queries.Query(args.source, args.destination, queries.parse_port(args.port), args.protocol)
-        answer = whatif(engine, query)
+        conn = queries.connection(engine.state, query)
     except queries.BadQuery as exc:
         raise UsageError(str(exc)) from None
+    expl = explaining.explain_connection(engine, conn)
     if args.output == "json":
+        answer = queries.verdict_json(query, conn, expl.verdict) | {"explanation": rendering.explanation_json(expl)}
         out.write(json.dumps(answer, indent=2) + "\n")
     else:
-        out.write(render_verdict_text(answer))
-    return 0 if answer["allowed"] else EXIT_DENIED
+        out.write(rendering.explanation_text(expl))
+    return 0 if expl.verdict.allowed else EXIT_DENIED
 
 
-def whatif(engine: Engine, query: queries.Query) -> dict[str, Any]:
+def whatif(engine: Engine, query: queries.Query, *, explain: bool = False) -> dict[str, Any]:
     conn = queries.connection(engine.state, query)
-    return queries.verdict_json(query, conn, engine.evaluate(conn))
+    if not explain:
+        return queries.verdict_json(query, conn, engine.evaluate(conn))
+    expl = explaining.explain_connection(engine, conn)
+    return queries.verdict_json(query, conn, expl.verdict) | {"explanation": rendering.explanation_json(expl)}
 
 
-def run_batch(engine: Engine, lines: Iterable[str], out: TextIO) -> None:
+def run_batch(engine: Engine, lines: Iterable[str], out: TextIO, *, explain: bool = False) -> None:
     """One answer line per input line, in order; a bad line gets an error object."""
     for number, line in enumerate(lines, 1):
         if not line.strip():
             continue
         try:
-            answer = whatif(engine, queries.parse_query(json.loads(line)))
+            answer = whatif(engine, queries.parse_query(json.loads(line)), explain=explain)
         except json.JSONDecodeError as exc:
             answer = {"error": f"not JSON: {exc.msg}", "line": number}
         except queries.BadQuery as exc:
@@ -100,20 +116,59 @@ def run_batch(engine: Engine, lines: Iterable[str], out: TextIO) -> None:
         out.write(json.dumps(answer, separators=(",", ":")) + "\n")
 
 
-def _direction_text(name: str, d: dict[str, Any]) -> str:
-    if not d["isolated"]:
-        return f"  {name}: not isolated (no policy selects this end for {name})\n"
-    pols = ", ".join(f"{p['namespace']}/{p['name']}" for p in d["policies"])
-    if d["allowed"]:
-        by = ", ".join(f"{p['namespace']}/{p['name']} rule {p['rule']}" for p in d["allowed_by"])
-        return f"  {name}: allowed by {by} (isolated by {pols})\n"
-    return f"  {name}: DENIED: isolated by {pols} and no rule admits this connection\n"
+def cmd_explain(args: argparse.Namespace, out: TextIO) -> int:
+    # Imported here: the file readers pull in protobuf, which whatif never needs.
+    from drop_explainer.sources import flowfiles
+
+    engine = Engine(_state(args))
+    malformed: list[str] = []
+
+    def flows() -> Iterator[Flow]:
+        for item in flowfiles.read_flows(args.flows):
+            if isinstance(item, flowfiles.MalformedRecord):
+                malformed.append(f"line {item.line_no}: {item.reason}")
+            else:
+                yield item
+
+    grouped = grouping.group_drops(engine, flows())
+    if args.output == "json":
+        for g in grouped.groups:
+            out.write(json.dumps(group_json(g), separators=(",", ":")) + "\n")
+    else:
+        out.write(groups_text(grouped))
+    for m in malformed:
+        print(f"drop-explainer: {args.flows}: skipped malformed {m}", file=sys.stderr)
+    return 0
 
 
-def render_verdict_text(answer: dict[str, Any]) -> str:
-    word = "ALLOWED" if answer["allowed"] else "DENIED"
-    head = f"{word}: {answer['from']} -> {answer['to']} {answer['protocol']}/{answer['port']}\n"
-    return head + _direction_text("egress", answer["egress"]) + _direction_text("ingress", answer["ingress"])
+def group_json(g: grouping.DropGroup) -> dict[str, Any]:
+    src, dst, port, proto, direction = g.signature
+    return {
+        "signature": {"source_workload": src, "destination": dst, "port": port, "protocol": proto,
+                      "direction": direction},
+        "flows": g.flows, "packets": g.packets, "connections": g.connections,
+        "first_seen": _iso(g.first_ns), "last_seen": _iso(g.last_ns), "nodes": sorted(g.nodes),
+        "explanation": rendering.explanation_json(g.explanation),
+    }
+
+
+def _iso(ns: int) -> str:
+    return datetime.fromtimestamp(ns / 1e9, tz=UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def groups_text(grouped: grouping.Grouped) -> str:
+    parts = []
+    for g in grouped.groups:
+        src, dst, port, proto, direction = g.signature
+        head = (f"== {src} -> {dst} {proto}/{port} ({direction}): {g.flows} flow(s), {g.connections} connection "
+                f"attempt(s), {_iso(g.first_ns)} .. {_iso(g.last_ns)}")
+        parts.append(head + "\n" + rendering.explanation_text(g.explanation))
+    if not parts:
+        parts.append("No dropped flows in this file.\n")
+    if grouped.unexplainable:
+        parts.append(f"{len(grouped.unexplainable)} dropped flow(s) could not be explained: "
+                     + "; ".join(sorted(set(grouped.unexplainable))) + "\n")
+    return "\n".join(parts)
 
 
 class UsageError(Exception):

@@ -1,0 +1,57 @@
+"""Repeated drops of one kind are explained once per cluster-state snapshot.
+
+A blocked client retransmits its SYN and a broken probe fires every few
+seconds: the same question arrives thousands of times. The key includes the
+snapshot's generation, so any change of state (a new policy, a label) makes
+every old answer unreachable and they age out of the LRU.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from dataclasses import replace
+
+from drop_explainer.explain.explaining import explain_flow
+from drop_explainer.explain.model import Explanation
+from drop_explainer.flows.model import Endpoint, Flow
+from drop_explainer.policy.engine import Engine
+
+Key = tuple[object, ...]
+
+
+def _end(e: Endpoint) -> tuple[str | None, ...]:
+    return (e.namespace, e.pod) if e.pod else (e.ip, str(e.kind))
+
+
+def flow_key(flow: Flow) -> Key:
+    """What makes two flows the same question: the ends, port, protocol, direction, kind of drop."""
+    return (*_end(flow.source), *_end(flow.destination), flow.destination_port, flow.protocol, flow.direction,
+            flow.verdict, flow.drop_kind, flow.drop_reason, flow.is_reply,
+            tuple(sorted((h.kind, h.namespace or "", h.name, h.action) for h in flow.attribution)))
+
+
+class ExplanationCache:
+    """A bounded LRU of explanations, keyed by (state generation, flow key)."""
+
+    def __init__(self, size: int = 4096) -> None:
+        self.size = size
+        self.hits = 0
+        self.misses = 0
+        self._items: OrderedDict[Key, Explanation] = OrderedDict()
+
+    def explain(self, engine: Engine, flow: Flow) -> Explanation:
+        key = (engine.state.generation, *flow_key(flow))
+        found = self._items.get(key)
+        if found is not None:
+            self.hits += 1
+            self._items.move_to_end(key)
+            return found if found.flow is flow else replace(found, flow=flow)
+        self.misses += 1
+        expl = explain_flow(engine, flow)
+        self._items[key] = expl
+        if len(self._items) > self.size:
+            self._items.popitem(last=False)
+        return expl
+
+    def __len__(self) -> int:
+        return len(self._items)

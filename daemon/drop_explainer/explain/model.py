@@ -1,0 +1,110 @@
+"""What an explanation is made of; rendering and the API read only these records."""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from drop_explainer.cluster.objects import NetworkPolicy
+from drop_explainer.flows.model import Flow
+from drop_explainer.policy.engine import Connection, Verdict
+
+
+class Clause(enum.StrEnum):
+    """Which part of a rule failed; stable, used in JSON."""
+
+    PORT = "port"
+    NAMED_PORT = "named-port"
+    NAMESPACE = "namespace"
+    NAMESPACE_SELECTOR = "namespace-selector"
+    POD_SELECTOR = "pod-selector"
+    NOT_A_POD = "not-a-pod"
+    IP_BLOCK = "ip-block"
+    IP_BLOCK_EXCEPT = "ip-block-except"
+
+
+@dataclass(frozen=True, slots=True)
+class Failure:
+    clause: Clause
+    message: str
+    """One sentence stated with the actual objects and labels."""
+    peer: int | None = None
+    """Index of the from/to entry the clause belongs to (None for ports)."""
+
+
+@dataclass(frozen=True, slots=True)
+class RuleTrace:
+    policy: NetworkPolicy
+    direction: str
+    """"ingress" or "egress"."""
+    index: int
+    failures: tuple[Failure, ...]
+    """The failing clauses of this rule's closest peer, plus its port clause."""
+
+    @property
+    def distance(self) -> int:
+        return len(self.failures)
+
+
+@dataclass(frozen=True, slots=True)
+class PolicyTrace:
+    policy: NetworkPolicy
+    direction: str
+    rules: tuple[RuleTrace, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Trap:
+    id: str
+    title: str
+    """The trap's one-line description, the same for every occurrence."""
+    detail: str
+    """This occurrence, stated with the actual objects."""
+
+
+@dataclass(frozen=True, slots=True)
+class BlastRadius:
+    count: int
+    examples: tuple[str, ...]
+    """The first few newly allowed combinations, as "ns/a -> ns/b TCP/80"."""
+
+
+@dataclass(frozen=True, slots=True)
+class Fix:
+    kind: str
+    """add-rule, add-port, new-policy, label-namespace or policy-types."""
+    summary: str
+    apply: str
+    """Ready to paste: a kubectl command or YAML for kubectl apply."""
+    objects: tuple[Mapping[str, Any], ...] = ()
+    """Complete NetworkPolicy objects as they would be after the change."""
+    namespace_labels: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
+    """namespace -> labels to add, for a label fix."""
+    verified: bool = False
+    blast_radius: BlastRadius | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Agreement:
+    agrees: bool | None
+    """None when there is no CNI verdict to compare with (a what-if)."""
+    causes: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Explanation:
+    connection: Connection
+    verdict: Verdict
+    headline: str
+    denying: tuple[PolicyTrace, ...] = ()
+    closest: RuleTrace | None = None
+    traps: tuple[Trap, ...] = ()
+    fixes: tuple[Fix, ...] = ()
+    agreement: Agreement = Agreement(None)
+    flow: Flow | None = None
+    notes: tuple[str, ...] = ()
+    """Facts that qualify the answer: a pod missing from the state, a reply packet..."""
+    datapath_reason: str | None = None
+    """For a drop that no policy caused, what the datapath reason means."""
