@@ -231,7 +231,7 @@ def _candidates(state: ClusterState, conn: Connection, changes: Iterable[Change]
             for direction in policy.policy_types:
                 rules = rules_of(policy, direction)
                 others = [s for s in universe if any(not r.peers or _peer_could_match(r, policy, s) for r in rules)]
-                pairs.update_pairs((o, s) if direction is PolicyType.INGRESS else (s, o) for s in selected for o in others)
+                pairs.update_pairs(_oriented(direction, selected, others))
         for name, _ in change.labels:
             in_ns = [s for s in universe if s.is_pod and s.pod is not None and s.pod.namespace == name]
             for policy in state.policies.values():
@@ -242,8 +242,15 @@ def _candidates(state: ClusterState, conn: Connection, changes: Iterable[Change]
                             and s.pod.namespace == policy.namespace
                             and selectors.matches(policy.pod_selector, s.pod.labels)]
                 for d in policy.policy_types:
-                    pairs.update_pairs((o, s) if d is PolicyType.INGRESS else (s, o) for s in selected for o in in_ns)
+                    pairs.update_pairs(_oriented(d, selected, in_ns))
     return pairs
+
+
+def _oriented(direction: PolicyType, selected: list[Subject], others: list[Subject]) -> Iterator[tuple[Subject, Subject]]:
+    """(source, destination): the selected pods receive ingress and send egress."""
+    for s in selected:
+        for o in others:
+            yield (o, s) if direction is PolicyType.INGRESS else (s, o)
 
 
 def _peer_could_match(rule: Rule, policy: NetworkPolicy, s: Subject) -> bool:
