@@ -246,7 +246,9 @@ def _candidates(state: ClusterState, conn: Connection, changes: Iterable[Change]
     return pairs
 
 
-def _oriented(direction: PolicyType, selected: list[Subject], others: list[Subject]) -> Iterator[tuple[Subject, Subject]]:
+def _oriented(
+    direction: PolicyType, selected: list[Subject], others: list[Subject]
+) -> Iterator[tuple[Subject, Subject]]:
     """(source, destination): the selected pods receive ingress and send egress."""
     for s in selected:
         for o in others:
