@@ -121,8 +121,10 @@ def _rule_change(engine: Engine, conn: Connection, direction: PolicyType, traces
     empty = NetworkPolicy(subject.pod.namespace, name, workload_selector(subject.pod), frozenset({direction}),
                           policy_types_explicit=True)
     new = _with_rules(empty, direction, (Rule((peer_for(other, subject.pod.namespace),), ports),))
-    fix = Fix("new-policy", f"create {new.key} allowing {d} of {_describe(other)} {'to' if d == 'ingress' else 'from'} "
-              f"{subject.pod.key} on {conn.protocol} {conn.port}", _apply_yaml(new), (manifests.policy_json(new),))
+    ends = (f"from {_describe(other)} to {subject.pod.key}" if direction is PolicyType.INGRESS
+            else f"from {subject.pod.key} to {_describe(other)}")
+    fix = Fix("new-policy", f"create {new.key} allowing {d} {ends} on {conn.protocol} {conn.port}",
+              _apply_yaml(new), (manifests.policy_json(new),))
     return Change(policies=(new,), fix=fix)
 
 
