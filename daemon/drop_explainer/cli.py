@@ -118,17 +118,21 @@ def run_batch(engine: Engine, lines: Iterable[str], out: TextIO, *, explain: boo
 
 def cmd_explain(args: argparse.Namespace, out: TextIO) -> int:
     # Imported here: the file readers pull in protobuf, which whatif never needs.
-    from drop_explainer.sources import flowfiles
+    from drop_explainer.sources import dedup, flowfiles
 
     engine = Engine(_state(args))
     malformed: list[str] = []
+    # Hubble reports a denied packet twice and every SYN retransmit again;
+    # count distinct packets and attempts as the live source does.
+    reports = dedup.ReportClassifier()
 
     def flows() -> Iterator[Flow]:
         for item in flowfiles.read_flows(args.flows):
             if isinstance(item, flowfiles.MalformedRecord):
                 malformed.append(f"line {item.line_no}: {item.reason}")
             else:
-                yield item
+                aggregate = item.origin == "calico" or item.packets > 1
+                yield item if aggregate else reports.count(item)
 
     grouped = grouping.group_drops(engine, flows())
     if args.output == "json":
@@ -160,8 +164,8 @@ def groups_text(grouped: grouping.Grouped) -> str:
     parts = []
     for g in grouped.groups:
         src, dst, port, proto, direction = g.signature
-        head = (f"== {src} -> {dst} {proto}/{port} ({direction}): {g.flows} flow(s), {g.connections} connection "
-                f"attempt(s), {_iso(g.first_ns)} .. {_iso(g.last_ns)}")
+        head = (f"== {src} -> {dst} {proto}/{port} ({direction}): {g.flows} report(s), {g.packets} packet(s), "
+                f"{g.connections} connection attempt(s), {_iso(g.first_ns)} .. {_iso(g.last_ns)}")
         parts.append(head + "\n" + rendering.explanation_text(g.explanation))
     if not parts:
         parts.append("No dropped flows in this file.\n")

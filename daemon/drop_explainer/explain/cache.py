@@ -9,6 +9,7 @@ every old answer unreachable and they age out of the LRU.
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import replace
 
 from drop_explainer.explain.explaining import explain_flow
@@ -17,6 +18,7 @@ from drop_explainer.flows.model import Endpoint, Flow
 from drop_explainer.policy.engine import Engine
 
 Key = tuple[object, ...]
+Annotate = Callable[[Flow, Explanation], Explanation]
 
 
 def _end(e: Endpoint) -> tuple[str | None, ...]:
@@ -39,7 +41,8 @@ class ExplanationCache:
         self.misses = 0
         self._items: OrderedDict[Key, Explanation] = OrderedDict()
 
-    def explain(self, engine: Engine, flow: Flow) -> Explanation:
+    def explain(self, engine: Engine, flow: Flow, annotate: Annotate | None = None) -> Explanation:
+        """The cached answer, or a new one (passed through ``annotate`` once, when first made)."""
         key = (engine.state.generation, *flow_key(flow))
         found = self._items.get(key)
         if found is not None:
@@ -48,6 +51,8 @@ class ExplanationCache:
             return found if found.flow is flow else replace(found, flow=flow)
         self.misses += 1
         expl = explain_flow(engine, flow)
+        if annotate is not None:
+            expl = annotate(flow, expl)
         self._items[key] = expl
         if len(self._items) > self.size:
             self._items.popitem(last=False)

@@ -1,0 +1,1 @@
+"""The HTTP API: readable explanations for people, documented JSON for programs."""

@@ -1,0 +1,270 @@
+"""HTTP handlers: `curl explainer/pods/pod-b/drops` and its JSON twin.
+
+A person running plain curl gets text; `Accept: application/json` or
+`?format=json` gets the documented JSON. In DaemonSet mode a question about a
+pod on another node is answered by that node's instance, and cluster-wide
+questions fan out to every instance.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import aiohttp
+from aiohttp import web
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+from drop_explainer.api import params, render
+from drop_explainer.api.openapi import document
+from drop_explainer.api.params import BadRequest, DropFilter
+from drop_explainer.api.peers import PeerError, Peers
+from drop_explainer.explain import explaining, rendering
+from drop_explainer.policy import queries
+from drop_explainer.policy.engine import Engine
+
+_ID = re.compile(r"^[0-9a-f]{16}$")
+
+
+class DropQuery(Protocol):
+    """The drop store's read side, as the API uses it."""
+
+    def query(self, *, since_ns: int | None = None, until_ns: int | None = None, namespace: str | None = None,
+              pod: str | None = None, direction: str | None = None, policy: str | None = None,
+              trap: str | None = None, limit: int = 100) -> Sequence[Any]: ...
+
+    def get(self, drop_id: str) -> Any: ...
+
+    def pods_named(self, name: str) -> list[str]: ...
+
+
+@dataclass(slots=True)
+class Context:
+    """What the handlers need; built once by app.py."""
+
+    engine: Callable[[], Engine]
+    store: DropQuery
+    peers: Peers
+    registry: CollectorRegistry
+    ready: Callable[[], tuple[bool, str]]
+    healthy: Callable[[], tuple[bool, str]]
+    session: aiohttp.ClientSession | None = None
+
+
+CTX = web.AppKey("ctx", Context)
+
+
+def _ctx(request: web.Request) -> Context:
+    return request.app[CTX]
+
+
+def _respond(request: web.Request, data: Any, text: Callable[[], str], status: int = 200) -> web.Response:
+    if params.wants_json(request.query, request.headers.get("Accept", "")):
+        return web.json_response(data, status=status, dumps=lambda o: json.dumps(o, indent=1))
+    return web.Response(text=text(), status=status, content_type="text/plain", charset="utf-8")
+
+
+def _local(request: web.Request) -> bool:
+    scope = request.query.get("scope", "cluster")
+    if scope not in ("local", "cluster"):
+        raise BadRequest(f"scope={scope!r}: expected local or cluster")
+    return scope == "local" or not _ctx(request).peers.distributed
+
+
+def _query_store(ctx: Context, f: DropFilter) -> list[dict[str, Any]]:
+    records = ctx.store.query(since_ns=f.since_ns, until_ns=f.until_ns, namespace=f.namespace, pod=f.pod,
+                              direction=f.direction, policy=f.policy, trap=f.trap, limit=f.limit)
+    windowed = f.since_ns is not None or f.until_ns is not None
+    return [render.drop_json(r, window=(r.window_flows, r.window_connections) if windowed else None,
+                             node=ctx.peers.node_name) for r in records]
+
+
+def _session(ctx: Context) -> aiohttp.ClientSession:
+    if ctx.session is None:
+        ctx.session = aiohttp.ClientSession()
+    return ctx.session
+
+
+async def _drops(request: web.Request, title: str, f: DropFilter, *, node: str | None = None) -> web.Response:
+    """Local answer, one peer's answer (node given), or everyone's merged."""
+    ctx = _ctx(request)
+    query = {k: v for k, v in request.query.items() if k not in ("scope", "format")}
+    missing: list[str] = []
+    if _local(request) or node == ctx.peers.node_name:
+        drops = _query_store(ctx, f)
+    elif node is not None:
+        try:
+            status, body = await ctx.peers.get(_session(ctx), node, request.path, query)
+        except PeerError as exc:
+            return _error(request, 502, str(exc))
+        if status != 200:
+            return _respond(request, body, lambda: f"{body.get('error', body)}\n", status)
+        drops = body["drops"]
+    else:
+        out = await ctx.peers.fan_out(_session(ctx), request.path, query)
+        drops = _query_store(ctx, f) + [d for ans in out.answers.values() for d in ans["drops"]]
+        drops.sort(key=lambda d: d["last_seen"], reverse=True)
+        drops = drops[: f.limit]
+        missing = out.missing
+    data = {"drops": drops, "nodes_missing": missing}
+    return _respond(request, data, lambda: render.list_text(title, drops, missing))
+
+
+def _error(request: web.Request, status: int, reason: str, **more: Any) -> web.Response:
+    data = {"error": reason, **more}
+    try:
+        as_json = params.wants_json(request.query, request.headers.get("Accept", ""))
+    except BadRequest:
+        as_json = False
+    if as_json:
+        return web.json_response(data, status=status)
+    extra = "".join(f"{k}: {', '.join(v) if isinstance(v, list) else v}\n" for k, v in more.items())
+    return web.Response(text=f"error: {reason}\n{extra}", status=status, content_type="text/plain")
+
+
+def _pod_namespaces(ctx: Context, name: str) -> list[str]:
+    live = {p.namespace for p in ctx.engine().state.pods_by_name.get(name, ())}
+    return sorted(live | set(ctx.store.pods_named(name)))
+
+
+async def pod_drops(request: web.Request) -> web.Response:
+    pod = params.object_name(request.match_info["pod"])
+    ns = request.query.get("namespace")
+    if ns is None:
+        candidates = _pod_namespaces(_ctx(request), pod)
+        if not candidates:
+            return _error(request, 404, f"no pod named {pod} in the cluster state or the drop history")
+        if len(candidates) > 1:
+            return _error(request, 409, f"pod name {pod} exists in {len(candidates)} namespaces; add ?namespace=",
+                          candidates=candidates)
+        ns = candidates[0]
+    return await _pod(request, params.namespace(ns), pod, extra=frozenset({"namespace"}))
+
+
+async def namespaced_pod_drops(request: web.Request) -> web.Response:
+    ns = params.namespace(request.match_info["namespace"])
+    return await _pod(request, ns, params.object_name(request.match_info["pod"]))
+
+
+async def _pod(request: web.Request, ns: str, pod: str, extra: frozenset[str] = frozenset()) -> web.Response:
+    ctx = _ctx(request)
+    f = params.drop_filter(request.query, extra=extra, namespace=ns, pod=pod)
+    live = ctx.engine().state.pods.get(f"{ns}/{pod}")
+    node = live.node_name if live is not None else None
+    # A pod that is gone (or not scheduled) has its history wherever it ran: ask everyone.
+    return await _drops(request, f"Drops of pod {ns}/{pod}", f, node=node or None)
+
+
+async def namespace_drops(request: web.Request) -> web.Response:
+    ns = params.namespace(request.match_info["namespace"])
+    return await _drops(request, f"Drops in namespace {ns}", params.drop_filter(request.query, namespace=ns))
+
+
+async def all_drops(request: web.Request) -> web.Response:
+    return await _drops(request, "Drops in the cluster", params.drop_filter(request.query))
+
+
+async def policy_drops(request: web.Request) -> web.Response:
+    ns = params.namespace(request.match_info["namespace"])
+    name = params.object_name(request.match_info["name"], "policy")
+    query = dict(request.query)
+    if "policy" in query:
+        raise BadRequest("policy is given by the path here")
+    query["policy"] = f"{ns}/{name}"
+    f = params.drop_filter(query)
+    return await _drops(request, f"Drops decided by policy {ns}/{name}", f)
+
+
+async def drop_by_id(request: web.Request) -> web.Response:
+    ctx = _ctx(request)
+    drop_id = request.match_info["id"]
+    if not _ID.match(drop_id):
+        raise BadRequest(f"drop id {drop_id!r}: expected 16 hex digits")
+    params.check_known(request.query, set())
+    record = ctx.store.get(drop_id)
+    if record is not None:
+        data = render.drop_json(record, samples=record.samples, node=ctx.peers.node_name)
+        return _respond(request, data, lambda: render.drop_text(data))
+    if not _local(request):
+        out = await ctx.peers.fan_out(_session(ctx), request.path, {})
+        if out.answers:
+            found: dict[str, Any] = next(iter(out.answers.values()))
+            return _respond(request, found, lambda: render.drop_text(found))
+        if out.missing:
+            return _error(request, 404, f"no drop {drop_id} here; node(s) {', '.join(out.missing)} did not answer")
+    return _error(request, 404, f"no drop {drop_id}")
+
+
+async def whatif(request: web.Request) -> web.Response:
+    params.check_known(request.query, {"from", "to", "port", "protocol"})
+    try:
+        query = queries.parse_query({k: v for k, v in request.query.items() if k not in params.COMMON})
+        engine = _ctx(request).engine()
+        conn = queries.connection(engine.state, query)
+    except queries.BadQuery as exc:
+        raise BadRequest(str(exc)) from None
+    expl = explaining.explain_connection(engine, conn)
+    data = queries.verdict_json(query, conn, expl.verdict) | {"explanation": rendering.explanation_json(expl)}
+    return _respond(request, data, lambda: rendering.explanation_text(expl))
+
+
+async def healthz(request: web.Request) -> web.Response:
+    ok, why = _ctx(request).healthy()
+    return web.Response(text=f"{'ok' if ok else 'unhealthy'}: {why}\n", status=200 if ok else 503)
+
+
+async def readyz(request: web.Request) -> web.Response:
+    ok, why = _ctx(request).ready()
+    return web.Response(text=f"{'ready' if ok else 'not ready'}: {why}\n", status=200 if ok else 503)
+
+
+async def metrics(request: web.Request) -> web.Response:
+    body = generate_latest(_ctx(request).registry)
+    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
+async def openapi(request: web.Request) -> web.Response:
+    return web.json_response(document())
+
+
+@web.middleware
+async def errors(request: web.Request,
+                 handler: Callable[[web.Request], Awaitable[web.StreamResponse]]) -> web.StreamResponse:
+    """Bad input is a 400 with its reason; nothing a caller sends turns into a 500."""
+    try:
+        return await handler(request)
+    except BadRequest as exc:
+        return _error(request, 400, str(exc))
+
+
+ROUTES: Mapping[str, Callable[[web.Request], Awaitable[web.Response]]] = {
+    "/pods/{pod}/drops": pod_drops,
+    "/namespaces/{namespace}/pods/{pod}/drops": namespaced_pod_drops,
+    "/namespaces/{namespace}/drops": namespace_drops,
+    "/drops": all_drops,
+    "/drops/{id}": drop_by_id,
+    "/policies/{namespace}/{name}/drops": policy_drops,
+    "/whatif": whatif,
+    "/healthz": healthz,
+    "/readyz": readyz,
+    "/metrics": metrics,
+    "/openapi.json": openapi,
+}
+
+
+def make_app(ctx: Context) -> web.Application:
+    app = web.Application(middlewares=[errors], client_max_size=64 * 1024)
+    app[CTX] = ctx
+    for path, handler in ROUTES.items():
+        app.router.add_get(path, handler, allow_head=False)
+
+    async def close_session(_: web.Application) -> None:
+        if ctx.session is not None:
+            await ctx.session.close()
+
+    app.on_cleanup.append(close_session)
+    return app

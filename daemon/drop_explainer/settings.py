@@ -1,0 +1,197 @@
+"""One settings object for the daemon, from flags and DROP_EXPLAINER_* variables.
+
+Every option is declared once in OPTIONS: the argument parser, the
+environment lookup and the README's table all come from it, so they cannot
+drift apart. Flags win over the environment, which wins over the default.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from drop_explainer.sources.hubble import DEFAULT_TARGET, HubbleSettings, TlsSettings
+
+ENV_PREFIX = "DROP_EXPLAINER_"
+
+
+class SettingsError(ValueError):
+    """A setting has a value that cannot work; the message names it."""
+
+
+@dataclass(frozen=True, slots=True)
+class Option:
+    name: str
+    """Flag name without dashes, e.g. api-port; env is DROP_EXPLAINER_API_PORT."""
+    default: Any
+    help: str
+    kind: Callable[[str], Any] = str
+
+    @property
+    def env(self) -> str:
+        return ENV_PREFIX + self.name.upper().replace("-", "_")
+
+    @property
+    def dest(self) -> str:
+        return self.name.replace("-", "_")
+
+
+def _bool(text: str) -> bool:
+    low = text.strip().lower()
+    if low in ("1", "true", "yes", "on"):
+        return True
+    if low in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(f"expected true or false, got {text!r}")
+
+
+def _csv(text: str) -> tuple[str, ...]:
+    return tuple(p.strip() for p in text.split(",") if p.strip())
+
+
+OPTIONS: tuple[Option, ...] = (
+    Option("node-name", "", "This instance's node (the DaemonSet sets it from spec.nodeName)."),
+    Option("source", "hubble", "Where flows come from: hubble or replay."),
+    Option("hubble-target", DEFAULT_TARGET, "Hubble gRPC target: unix:///path (node-local) or host:port (relay)."),
+    Option("hubble-tls-ca", "", "CA file that signed the Hubble server certificate (enables TLS)."),
+    Option("hubble-tls-cert", "", "Client certificate for mTLS (hubble-relay)."),
+    Option("hubble-tls-key", "", "Client key for mTLS."),
+    Option("hubble-tls-server-name", "", "Server name to verify instead of the target host."),
+    Option("hubble-verdicts", ("DROPPED", "AUDIT"), "Verdicts to ask Hubble for (comma separated).", _csv),
+    Option("hubble-node-names", (), "Only these nodes' flows (through relay; comma separated).", _csv),
+    Option("replay-file", "", "With source=replay: a flow file (our JSON lines, hubble observe, exporter)."),
+    Option("state", "", "A saved cluster state (file or directory) instead of the Kubernetes API."),
+    Option("kubeconfig", "", "Kubeconfig path; empty: in-cluster config, else ~/.kube/config."),
+    Option("kube-context", "", "Kubeconfig context to use."),
+    Option("listen", "0.0.0.0", "Address of the HTTP API and /metrics."),
+    Option("port", 8080, "Port of the HTTP API and /metrics.", int),
+    Option("store-path", "/var/lib/drop-explainer/drops.db", "SQLite file of the drop history (:memory: for none)."),
+    Option("store-max-per-pod", 200, "Drop signatures kept per affected pod.", int),
+    Option("store-max-total", 20000, "Drop signatures kept in total.", int),
+    Option("store-retention-hours", 168.0, "Forget signatures not seen for this long.", float),
+    Option("events", True, "Create Kubernetes Events on pods for new drop signatures.", _bool),
+    Option("mode", "daemonset", "daemonset (each instance holds its node's drops) or single (one instance).",),
+    Option("peers", "", "Static peers node=url,... (tests); default: the DaemonSet's own pods from the API."),
+    Option("peer-namespace", "drop-explainer", "Namespace of the DaemonSet's pods."),
+    Option("peer-selector", "app.kubernetes.io/name=drop-explainer", "Label selector of the DaemonSet's pods."),
+    Option("peer-timeout", 2.0, "Seconds to wait for a peer during fan-out.", float),
+    Option("log-format", "auto", "json, console or auto (console on a terminal)."),
+    Option("log-level", "info", "debug, info, warning or error."),
+)
+
+
+@dataclass(frozen=True, slots=True)
+class StoreSettings:
+    path: str
+    max_per_pod: int
+    max_total: int
+    retention_seconds: float
+
+
+@dataclass(frozen=True, slots=True)
+class PeerSettings:
+    mode: str
+    static: Mapping[str, str]
+    """node name -> base URL; empty means discover the DaemonSet's pods."""
+    namespace: str
+    selector: Mapping[str, str]
+    port: int
+    timeout_s: float
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    node_name: str
+    source: str
+    hubble: HubbleSettings
+    replay_file: str | None
+    state_path: str | None
+    kubeconfig: str | None
+    kube_context: str | None
+    listen: str
+    port: int
+    store: StoreSettings
+    events: bool
+    peers: PeerSettings
+    log_format: str
+    log_level: str
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    for opt in OPTIONS:
+        shown = ",".join(opt.default) if isinstance(opt.default, tuple) else opt.default
+        parser.add_argument(f"--{opt.name}", dest=opt.dest, default=None, metavar=opt.env,
+                            help=f"{opt.help} [default: {shown!s}]")
+
+
+def _value(opt: Option, args: argparse.Namespace, env: Mapping[str, str]) -> Any:
+    raw = getattr(args, opt.dest, None)
+    if raw is None:
+        raw = env.get(opt.env)
+    if raw is None:
+        return opt.default
+    try:
+        return opt.kind(raw)
+    except ValueError as exc:
+        raise SettingsError(f"--{opt.name} / {opt.env}: {exc}") from None
+
+
+def _pairs(text: str, what: str, sep: str) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for item in _csv(text):
+        key, eq, value = item.partition(sep)
+        if not eq or not key or not value:
+            raise SettingsError(f"{what}: expected key{sep}value pairs, got {item!r}")
+        out[key.strip()] = value.strip()
+    return out
+
+
+def from_args(args: argparse.Namespace, env: Mapping[str, str] | None = None) -> Settings:
+    """Build and check the settings; raises SettingsError naming the bad option."""
+    env = os.environ if env is None else env
+    v = {opt.dest: _value(opt, args, env) for opt in OPTIONS}
+    if v["source"] not in ("hubble", "replay"):
+        raise SettingsError(f"--source: expected hubble or replay, got {v['source']!r}")
+    if v["source"] == "replay" and not v["replay_file"]:
+        raise SettingsError("--replay-file is required with --source replay")
+    if v["mode"] not in ("daemonset", "single"):
+        raise SettingsError(f"--mode: expected daemonset or single, got {v['mode']!r}")
+    if not 0 < v["port"] < 65536:
+        raise SettingsError(f"--port: {v['port']} is not a port")
+    tls = None
+    if v["hubble_tls_ca"] or v["hubble_tls_cert"]:
+        tls = TlsSettings(v["hubble_tls_ca"] or None, v["hubble_tls_cert"] or None, v["hubble_tls_key"] or None,
+                          v["hubble_tls_server_name"] or None)
+    hubble = HubbleSettings(target=v["hubble_target"], tls=tls, verdicts=tuple(v["hubble_verdicts"]),
+                            node_names=tuple(v["hubble_node_names"]))
+    return Settings(
+        node_name=v["node_name"] or env.get("NODE_NAME", ""),
+        source=v["source"],
+        hubble=hubble,
+        replay_file=v["replay_file"] or None,
+        state_path=v["state"] or None,
+        kubeconfig=v["kubeconfig"] or None,
+        kube_context=v["kube_context"] or None,
+        listen=v["listen"],
+        port=v["port"],
+        store=StoreSettings(v["store_path"], v["store_max_per_pod"], v["store_max_total"],
+                            v["store_retention_hours"] * 3600),
+        events=v["events"],
+        peers=PeerSettings(v["mode"], _pairs(v["peers"], "--peers", "="), v["peer_namespace"],
+                           _pairs(v["peer_selector"], "--peer-selector", "="), v["port"], v["peer_timeout"]),
+        log_format=v["log_format"],
+        log_level=v["log_level"],
+    )
+
+
+def options_markdown() -> str:
+    """The README's table of options."""
+    rows = ["| flag | environment | default | meaning |", "|---|---|---|---|"]
+    for opt in OPTIONS:
+        shown = ",".join(opt.default) if isinstance(opt.default, tuple) else opt.default
+        rows.append(f"| `--{opt.name}` | `{opt.env}` | `{shown}` | {opt.help} |")
+    return "\n".join(rows)
