@@ -1,0 +1,437 @@
+"""Hubble's live flow stream (``/observer.Observer/GetFlows``) as our Flow records.
+
+The source owns the transport only: connect (local UNIX socket, or a TCP
+``host:port`` such as hubble-relay, in plaintext, TLS or mTLS), ask for the
+drops with a server-side whitelist, and keep the stream alive.
+
+- Reconnects use capped exponential backoff with jitter, reset after a
+  connection that worked. A reconnect resumes with ``since`` = the newest
+  flow time received (less ``resume_overlap_ns``, because relay's order
+  across nodes is only roughly sorted); the exact repeats that the resume
+  replays are removed by ``dedup.ReplayFilter``, so none reaches the
+  consumer twice.
+- A bounded queue sits between the gRPC reader and the consumer. When the
+  consumer falls behind, the *oldest* queued flow is discarded and counted
+  in ``stats.overflow`` (recent drops are the ones worth explaining, and
+  the reader never blocks the stream).
+- A response that is not a flow (relay ``node_status``, ``lost_events``) is
+  counted and skipped; one that cannot be decoded or normalised is counted
+  in ``stats.malformed`` and skipped; one larger than ``max_flow_bytes`` is
+  counted in ``stats.oversized`` and skipped. None of them ends the stream.
+- The stream hands us raw bytes (no deserializer), so a bad message is
+  our decision rather than a gRPC error that would kill the call.
+- Before a flow is yielded, ``dedup.ReportClassifier`` sets packets and
+  connections to 0 for the second report of one packet and for SYN
+  retransmits (see ``dedup``), so metrics can count both.
+
+Nothing here raises for stream trouble: failures are logged (warning on
+the first, info on recovery) and kept in ``stats``; configuration errors
+raise ``errors.ConfigError`` from the constructor.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections import deque
+from collections.abc import AsyncGenerator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Final
+
+import grpc
+import grpc.aio
+from google.protobuf import message as pb_message
+
+from drop_explainer.flows import model
+from drop_explainer.hubble_pb import flow_pb2, observer_pb2
+from drop_explainer.normalise import hubble as normalise
+from drop_explainer.sources import dedup, errors
+
+log = logging.getLogger(__name__)
+
+GET_FLOWS: Final = "/observer.Observer/GetFlows"
+DEFAULT_TARGET: Final = "unix:///var/run/cilium/hubble.sock"
+_MIB: Final = 1024 * 1024
+_NS: Final = 1_000_000_000
+# Markers grpc puts in the status details when the TLS handshake fails.
+_TLS_MARKERS: Final = ("ssl", "tls", "handshake", "certificate", "x509")
+_VERDICT_NAMES: Final = frozenset(flow_pb2.Verdict.keys())
+
+
+@dataclass(frozen=True, slots=True)
+class TlsSettings:
+    """TLS towards the server; all files are PEM and re-read on every connect (rotation)."""
+
+    ca_file: str | None = None
+    """CA bundle that signed the server certificate; None = the system roots."""
+    cert_file: str | None = None
+    """Client certificate for mTLS (Hubble's :4244 requires one)."""
+    key_file: str | None = None
+    server_name: str | None = None
+    """Name to verify instead of the target host, e.g. ``<node>.<cluster>.hubble-grpc.cilium.io``."""
+
+
+@dataclass(frozen=True, slots=True)
+class HubbleSettings:
+    """How to reach Hubble and what to ask it for."""
+
+    target: str = DEFAULT_TARGET
+    """``unix:///path`` or ``host:port`` (any gRPC target string)."""
+    tls: TlsSettings | None = None
+    """None = plaintext (right for the local UNIX socket)."""
+    follow: bool = True
+    verdicts: tuple[str, ...] = ("DROPPED", "AUDIT")
+    """Server-side whitelist of flow verdicts (enum names); empty = all."""
+    node_names: tuple[str, ...] = ()
+    """Server-side node-name filter (useful through relay); empty = all nodes."""
+    initial_number: int = 0
+    """On the first connect, also replay this many recent matching flows."""
+    queue_size: int = 10_000
+    backoff_initial_s: float = 0.5
+    backoff_max_s: float = 30.0
+    resume_overlap_ns: int = 1 * _NS
+    dedup_window_ns: int = 3 * _NS
+    """How far back replayed flows are recognised; must exceed resume_overlap_ns plus relay reordering."""
+    max_receive_bytes: int = 64 * _MIB
+    """gRPC's hard limit; a larger message fails the call (then we resume at the live end)."""
+    max_flow_bytes: int = 4 * _MIB
+    """Messages larger than this are counted as oversized and skipped, not decoded."""
+    keepalive_s: float = 360.0
+    """HTTP/2 ping interval; above Go gRPC's default 5 min enforcement so servers do not GOAWAY us."""
+    classify_reports: bool = True
+    """Set packets/connections with dedup.ReportClassifier."""
+
+    def validate(self) -> None:
+        """Raise errors.ConfigError for settings that cannot work."""
+        if not self.target:
+            raise errors.ConfigError("target: must not be empty")
+        for verdict in self.verdicts:
+            if verdict not in _VERDICT_NAMES:
+                raise errors.ConfigError(f"verdicts: unknown verdict {verdict!r}")
+        if self.queue_size < 1:
+            raise errors.ConfigError("queue_size: must be at least 1")
+        if not 0 < self.backoff_initial_s <= self.backoff_max_s:
+            raise errors.ConfigError("backoff: need 0 < backoff_initial_s <= backoff_max_s")
+        if self.resume_overlap_ns >= self.dedup_window_ns:
+            raise errors.ConfigError("resume_overlap_ns: must be shorter than dedup_window_ns")
+        if self.tls is not None:
+            _check_tls(self.tls)
+
+
+def _check_tls(tls: TlsSettings) -> None:
+    if (tls.cert_file is None) != (tls.key_file is None):
+        raise errors.ConfigError("tls: cert_file and key_file go together (mTLS needs both)")
+    for setting, path in (("tls.ca_file", tls.ca_file), ("tls.cert_file", tls.cert_file),
+                          ("tls.key_file", tls.key_file)):
+        if path is not None:
+            _read(setting, path)
+
+
+def _read(setting: str, path: str) -> bytes:
+    try:
+        return Path(path).read_bytes()
+    except FileNotFoundError:
+        raise errors.MissingFileError(setting, path) from None
+    except OSError as exc:
+        raise errors.MissingFileError(setting, path, exc.strerror or str(exc)) from exc
+
+
+@dataclass(slots=True)
+class HubbleStats:
+    """Live counters; read them at any time (the metrics sink does)."""
+
+    received: int = 0
+    """Responses read from the stream, of any kind."""
+    flows: int = 0
+    """Flows normalised and queued."""
+    delivered: int = 0
+    """Flows handed to the consumer."""
+    malformed: int = 0
+    """Responses that did not decode, or flows that failed normalisation."""
+    oversized: int = 0
+    """Messages over max_flow_bytes (skipped) or over max_receive_bytes (call failed)."""
+    non_flow: int = 0
+    """node_status / lost_events / empty responses, skipped."""
+    lost_events: int = 0
+    """Events the server reported as lost on its side (sum of num_events_lost)."""
+    overflow: int = 0
+    """Flows discarded because the consumer was behind (drop-oldest)."""
+    duplicates: int = 0
+    """Replayed flows removed after a resume."""
+    reconnects: int = 0
+    tls_failures: int = 0
+    connected: bool = False
+    last_flow_time: int | None = None
+    """Newest flow time received, in ns since the epoch."""
+    last_error: Exception | None = None
+    skipped_by_reason: dict[str, int] = field(default_factory=dict)
+    """malformed + non_flow broken down by reason (not-a-flow, no-time, decode...)."""
+
+    def skip(self, reason: str) -> None:
+        self.skipped_by_reason[reason] = self.skipped_by_reason.get(reason, 0) + 1
+
+
+class _DropOldestQueue:
+    """A bounded FIFO that never blocks the producer: when full, the oldest item goes."""
+
+    def __init__(self, maxsize: int, stats: HubbleStats) -> None:
+        self.items: deque[model.Flow] = deque()
+        self._maxsize = maxsize
+        self._stats = stats
+        self._waiter: asyncio.Future[None] | None = None
+        self.closed_by: BaseException | None = None
+        self.finished = False
+
+    def put(self, flow: model.Flow) -> None:
+        if len(self.items) >= self._maxsize:
+            self.items.popleft()
+            self._stats.overflow += 1
+        self.items.append(flow)
+        self._wake()
+
+    def finish(self, exc: BaseException | None = None) -> None:
+        self.finished, self.closed_by = True, exc
+        self._wake()
+
+    def _wake(self) -> None:
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
+
+    async def wait(self) -> None:
+        """Return when an item is queued or the producer finished."""
+        if self.items or self.finished:
+            return
+        self._waiter = asyncio.get_running_loop().create_future()
+        try:
+            await self._waiter
+        finally:
+            self._waiter = None
+
+
+class HubbleSource:
+    """Streams Flow records from Hubble; one instance per stream."""
+
+    def __init__(self, settings: HubbleSettings, *, rng: random.Random | None = None) -> None:
+        settings.validate()
+        self.settings = settings
+        self.stats = HubbleStats()
+        self._rng = rng or random.Random()
+        self._replay = dedup.ReplayFilter(window_ns=settings.dedup_window_ns)
+        self._reports = dedup.ReportClassifier()
+        self._resume_at_live_end = False
+        self._connected_at: float | None = None
+
+    async def stream_flows(self) -> AsyncGenerator[model.Flow, None]:
+        """Yield flows until cancelled (follow) or until the server has sent all (no follow)."""
+        queue = _DropOldestQueue(self.settings.queue_size, self.stats)
+        reader = asyncio.create_task(self._read_forever(queue), name="hubble-reader")
+        reader.add_done_callback(lambda task: queue.finish(None if task.cancelled() else task.exception()))
+        items = queue.items
+        try:
+            while True:
+                if not items:
+                    await queue.wait()
+                    if not items and queue.finished:
+                        if queue.closed_by is not None:
+                            raise queue.closed_by
+                        return
+                    continue
+                flow = items.popleft()
+                if self._replay.is_repeat(flow):
+                    self.stats.duplicates += 1
+                    continue
+                if self.settings.classify_reports:
+                    flow = self._reports.count(flow)
+                self.stats.delivered += 1
+                yield flow
+        finally:
+            reader.cancel()
+            await asyncio.wait([reader])
+
+    # --- the reader ---------------------------------------------------------
+
+    async def _read_forever(self, queue: _DropOldestQueue) -> None:
+        delay = self.settings.backoff_initial_s
+        failures = 0
+        while True:
+            received = self.stats.received
+            self._connected_at = None
+            failure: grpc.aio.AioRpcError | None = None
+            try:
+                await self._read_stream(queue)
+                if not self.settings.follow:
+                    return
+                log.warning("hubble_stream_ended", extra={"target": self.settings.target})
+            except grpc.aio.AioRpcError as exc:
+                failure = exc
+            finally:
+                self.stats.connected = False
+            if self._connection_worked(received):
+                delay, failures = self.settings.backoff_initial_s, 0
+            if failure is not None:
+                # Warn on the first failure after a working connection, then quietly retry.
+                self._note_failure(failure, first=failures == 0)
+            failures += 1
+            await asyncio.sleep(delay * self._rng.uniform(0.5, 1.0))
+            delay = min(delay * 2, self.settings.backoff_max_s)
+            self.stats.reconnects += 1
+
+    def _connection_worked(self, received_before: int) -> bool:
+        """Reset the backoff only after a connection that got responses or stayed up a while."""
+        if self._connected_at is None:
+            return False
+        lasted = asyncio.get_running_loop().time() - self._connected_at
+        return self.stats.received > received_before or lasted >= self.settings.backoff_max_s
+
+    async def _read_stream(self, queue: _DropOldestQueue) -> None:
+        """One call, read to its end; raises AioRpcError on failure."""
+        async with self._channel() as channel:
+            method: grpc.aio.UnaryStreamMultiCallable[observer_pb2.GetFlowsRequest, bytes] = channel.unary_stream(
+                GET_FLOWS, request_serializer=_serialize, response_deserializer=None)
+            call = method(self._request())
+            # Servers send headers only with the first message, so a quiet
+            # but healthy stream is recognised by the transport state instead.
+            watcher = asyncio.create_task(self._mark_connected(channel))
+            try:
+                await self._read_responses(call, queue)
+            finally:
+                watcher.cancel()
+                await asyncio.wait([watcher])
+
+    async def _mark_connected(self, channel: grpc.aio.Channel) -> None:
+        await channel.channel_ready()
+        self.stats.connected = True
+        self.stats.last_error = None
+        self._connected_at = asyncio.get_running_loop().time()
+        log.info("hubble_connected", extra={"target": self.settings.target, "since_ns": self._since_ns()})
+
+    async def _read_responses(
+        self, call: grpc.aio.UnaryStreamCall[observer_pb2.GetFlowsRequest, bytes], queue: _DropOldestQueue
+    ) -> None:
+        settings, stats = self.settings, self.stats
+        max_bytes = settings.max_flow_bytes
+        parse = observer_pb2.GetFlowsResponse.FromString
+        while True:
+            raw = await call.read()
+            if not isinstance(raw, bytes):  # grpc.aio.EOF
+                return
+            stats.received += 1
+            if len(raw) > max_bytes:
+                stats.oversized += 1
+                stats.skip("oversized")
+                continue
+            try:
+                resp = parse(raw)
+                if resp.WhichOneof("response_types") != "flow":
+                    self._note_non_flow(resp)
+                    continue
+                flow = normalise.flow_from_response(resp)
+            except pb_message.DecodeError:
+                stats.malformed += 1
+                stats.skip("decode")
+                continue
+            except normalise.MalformedFlow as exc:
+                stats.malformed += 1
+                stats.skip(exc.reason)
+                log.debug("hubble_flow_skipped", extra={"reason": exc.reason, "detail": exc.detail})
+                continue
+            if stats.last_flow_time is None or flow.time_ns > stats.last_flow_time:
+                stats.last_flow_time = flow.time_ns
+            # Past the message that broke the call, resuming with since is safe again.
+            self._resume_at_live_end = False
+            stats.flows += 1
+            queue.put(flow)
+
+    def _note_non_flow(self, resp: observer_pb2.GetFlowsResponse) -> None:
+        kind = resp.WhichOneof("response_types") or "empty"
+        self.stats.non_flow += 1
+        self.stats.skip(kind)
+        if kind == "lost_events":
+            self.stats.lost_events += resp.lost_events.num_events_lost
+            log.warning("hubble_events_lost", extra={"lost": resp.lost_events.num_events_lost,
+                                                     "where": flow_pb2.LostEventSource.Name(resp.lost_events.source)
+                                                     if resp.lost_events.source in flow_pb2.LostEventSource.values()
+                                                     else str(resp.lost_events.source)})
+
+    def _note_failure(self, exc: grpc.aio.AioRpcError, *, first: bool) -> None:
+        details = exc.details() or ""
+        target = self.settings.target
+        code = exc.code()
+        level = logging.WARNING if first else logging.DEBUG
+        if code == grpc.StatusCode.RESOURCE_EXHAUSTED:
+            # A message over max_receive_bytes kills the call; resuming with
+            # since= would replay it forever, so start again at the live end.
+            self.stats.oversized += 1
+            self.stats.skip("oversized")
+            self._resume_at_live_end = True
+        tls = self.settings.tls
+        if tls is not None and code == grpc.StatusCode.UNAVAILABLE and tls.cert_file is None \
+                and "socket closed" in details.lower():
+            # TLS 1.3 servers reject a missing client certificate after the
+            # handshake, so grpc only sees the socket close.
+            details += " (the server closed the TLS connection: does it require a client certificate?)"
+        if tls is not None and code == grpc.StatusCode.UNAVAILABLE and _looks_like_tls(details):
+            self.stats.tls_failures += 1
+            self.stats.last_error = errors.TlsVerificationFailed(target, details)
+            log.log(logging.ERROR if first else logging.DEBUG, "hubble_tls_verification_failed",
+                    extra={"target": target, "details": details})
+            return
+        self.stats.last_error = exc
+        log.log(level, "hubble_stream_failed", extra={"target": target, "code": code.name, "details": details})
+
+    # --- request and channel --------------------------------------------------
+
+    def _since_ns(self) -> int | None:
+        last = self.stats.last_flow_time
+        if last is None or self._resume_at_live_end:
+            return None
+        return last - self.settings.resume_overlap_ns
+
+    def _request(self) -> observer_pb2.GetFlowsRequest:
+        settings = self.settings
+        request = observer_pb2.GetFlowsRequest(follow=settings.follow)
+        if settings.verdicts or settings.node_names:
+            request.whitelist.append(flow_pb2.FlowFilter(
+                verdict=settings.verdicts,
+                node_name=list(settings.node_names),
+            ))
+        since = self._since_ns()
+        if since is not None:
+            request.since.FromNanoseconds(since)
+        elif self.stats.last_flow_time is None and settings.initial_number:
+            request.number = settings.initial_number
+        return request
+
+    def _channel(self) -> grpc.aio.Channel:
+        settings = self.settings
+        options: list[tuple[str, str | int]] = [
+            ("grpc.max_receive_message_length", settings.max_receive_bytes),
+            ("grpc.keepalive_time_ms", int(settings.keepalive_s * 1000)),
+            # One connection per stream, and our own backoff decides when to retry.
+            ("grpc.enable_retries", 0),
+            ("grpc.use_local_subchannel_pool", 1),
+        ]
+        tls = settings.tls
+        if tls is None:
+            return grpc.aio.insecure_channel(settings.target, options=options)
+        if tls.server_name:
+            options.append(("grpc.ssl_target_name_override", tls.server_name))
+            options.append(("grpc.default_authority", tls.server_name))
+        credentials = grpc.ssl_channel_credentials(
+            root_certificates=_read("tls.ca_file", tls.ca_file) if tls.ca_file else None,
+            private_key=_read("tls.key_file", tls.key_file) if tls.key_file else None,
+            certificate_chain=_read("tls.cert_file", tls.cert_file) if tls.cert_file else None,
+        )
+        return grpc.aio.secure_channel(settings.target, credentials, options=options)
+
+
+def _serialize(request: observer_pb2.GetFlowsRequest) -> bytes:
+    return request.SerializeToString()
+
+
+def _looks_like_tls(details: str) -> bool:
+    lowered = details.lower()
+    return any(marker in lowered for marker in _TLS_MARKERS)
+

@@ -1,0 +1,152 @@
+"""The Hubble source under faults: TLS trouble, bad and huge messages, a slow consumer."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+
+import pytest
+from hubble_helpers import SERVER_NAME, Collector, TlsMaterial, fast_settings
+
+from drop_explainer.hubble_pb import flow_pb2, observer_pb2, relay_pb2
+from drop_explainer.sources import errors, hubble
+from drop_explainer.testing.hubble_server import FakeHubbleServer, ServerTls, oversized_flow, policy_denied_syn
+
+S = 1_000_000_000
+T0 = 1_750_000_000 * S
+MIB = 1024 * 1024
+Collect = Callable[..., Collector]
+
+
+def denied(i: int) -> flow_pb2.Flow:
+    return policy_denied_syn(T0 + i * S // 100, source_port=30000 + i)
+
+
+def server_tls(material: TlsMaterial, *, mutual: bool) -> ServerTls:
+    return ServerTls(material.server.cert, material.server.key, material.ca.cert if mutual else None)
+
+
+async def test_mtls_with_the_right_ca_client_certificate_and_server_name_streams(
+    tls_material: TlsMaterial, collect: Collect
+) -> None:
+    """Hubble's :4244 setup: CA bundle, client certificate and the node's TLS server name."""
+    tls = hubble.TlsSettings(
+        ca_file=tls_material.file("ca.crt", tls_material.ca.cert),
+        cert_file=tls_material.file("client.crt", tls_material.client.cert),
+        key_file=tls_material.file("client.key", tls_material.client.key),
+        server_name=SERVER_NAME,
+    )
+    async with FakeHubbleServer(tls=server_tls(tls_material, mutual=True)) as server:
+        collector = collect(fast_settings(server.target, tls=tls))
+        await server.wait_for_followers()
+        server.push(denied(0))
+        await collector.until(lambda: len(collector.flows) == 1)
+        assert collector.source.stats.connected
+
+
+async def test_wrong_ca_reports_that_tls_verification_failed(
+    tls_material: TlsMaterial, collect: Collect, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A CA that did not sign the server certificate gives a clear, logged TLS verification error."""
+    tls = hubble.TlsSettings(ca_file=tls_material.file("other-ca.crt", tls_material.other_ca.cert),
+                             server_name=SERVER_NAME)
+    caplog.set_level(logging.ERROR, logger="drop_explainer.sources.hubble")
+    async with FakeHubbleServer(tls=server_tls(tls_material, mutual=False)) as server:
+        collector = collect(fast_settings(server.target, tls=tls))
+        stats = collector.source.stats
+        await collector.until(lambda: stats.tls_failures >= 2)
+        assert server.requests == []
+    assert isinstance(stats.last_error, errors.TlsVerificationFailed)
+    assert "TLS verification failed" in str(stats.last_error)
+    assert not stats.connected
+    assert [r.getMessage() for r in caplog.records] == ["hubble_tls_verification_failed"]
+
+
+async def test_missing_client_certificate_for_mtls_is_a_tls_failure(
+    tls_material: TlsMaterial, collect: Collect
+) -> None:
+    """A server that requires a client certificate rejects us; we say so and keep retrying."""
+    tls = hubble.TlsSettings(ca_file=tls_material.file("ca.crt", tls_material.ca.cert), server_name=SERVER_NAME)
+    async with FakeHubbleServer(tls=server_tls(tls_material, mutual=True)) as server:
+        collector = collect(fast_settings(server.target, tls=tls))
+        stats = collector.source.stats
+        await collector.until(lambda: stats.reconnects >= 2)
+    assert collector.flows == []
+    assert isinstance(stats.last_error, errors.TlsVerificationFailed)
+    assert "client certificate" in str(stats.last_error)
+
+
+async def test_malformed_and_non_flow_responses_are_counted_and_the_stream_goes_on(collect: Collect) -> None:
+    """Garbage bytes, a flow without time, relay status and lost events are skipped and counted."""
+    timeless = denied(1)
+    timeless.ClearField("time")
+    async with FakeHubbleServer() as server:
+        collector = collect(fast_settings(server.target))
+        await server.wait_for_followers()
+        server.push_raw(b"\xff\xff\xff\xff not protobuf")
+        server.push_raw(observer_pb2.GetFlowsResponse(flow=timeless).SerializeToString())
+        server.push_raw(observer_pb2.GetFlowsResponse(
+            node_status=relay_pb2.NodeStatusEvent(state_change=relay_pb2.NODE_UNAVAILABLE)).SerializeToString())
+        server.push_raw(observer_pb2.GetFlowsResponse(
+            lost_events=flow_pb2.LostEvent(source=flow_pb2.HUBBLE_RING_BUFFER, num_events_lost=7)).SerializeToString())
+        server.push(denied(2))
+        await collector.until(lambda: len(collector.flows) == 1)
+    stats = collector.source.stats
+    assert (stats.received, stats.malformed, stats.non_flow, stats.lost_events) == (5, 2, 2, 7)
+    assert stats.skipped_by_reason == {"decode": 1, "no-time": 1, "node_status": 1, "lost_events": 1}
+    assert stats.reconnects == 0
+    assert collector.flows[0].source_port == 30002
+
+
+async def test_message_over_4_mib_is_received_counted_as_oversized_and_skipped(collect: Collect) -> None:
+    """A 5 MiB flow (over gRPC's default 4 MiB limit) is read, not decoded, and the stream goes on."""
+    async with FakeHubbleServer() as server:
+        collector = collect(fast_settings(server.target))
+        await server.wait_for_followers()
+        server.push(oversized_flow(denied(0), 5 * MIB))
+        server.push(denied(1))
+        await collector.until(lambda: len(collector.flows) == 1)
+    stats = collector.source.stats
+    assert (stats.oversized, stats.reconnects) == (1, 0)
+    assert collector.flows[0].source_port == 30001
+
+
+async def test_message_over_the_receive_limit_breaks_the_call_and_resumes_at_the_live_end(collect: Collect) -> None:
+    """Beyond max_receive_bytes gRPC fails the call; the client reconnects without replaying it."""
+    async with FakeHubbleServer() as server:
+        collector = collect(fast_settings(server.target, max_receive_bytes=1 * MIB, max_flow_bytes=MIB // 2))
+        await server.wait_for_followers()
+        server.push(denied(0))
+        await collector.until(lambda: len(collector.flows) == 1)
+        server.push(oversized_flow(denied(1), 2 * MIB))
+        await collector.until(lambda: collector.source.stats.reconnects == 1)
+        await server.wait_for_followers()
+        server.push(denied(2))
+        await collector.until(lambda: len(collector.flows) == 2)
+        resumed = server.requests[-1]
+    assert collector.source.stats.oversized == 1
+    assert not resumed.HasField("since")
+    assert [f.source_port for f in collector.flows] == [30000, 30002]
+
+
+async def test_slow_consumer_keeps_the_queue_bounded_and_counts_the_overflow() -> None:
+    """When the consumer stops reading, the newest queue_size flows are kept and the rest counted."""
+    async with FakeHubbleServer() as server:
+        source = hubble.HubbleSource(fast_settings(server.target, queue_size=10))
+        stream = source.stream_flows()
+        try:
+            first = asyncio.ensure_future(anext(stream))
+            await server.wait_for_followers()
+            server.push(denied(0))
+            assert (await first).source_port == 30000
+            for i in range(1, 201):
+                server.push(denied(i))  # nobody reads meanwhile
+            async with asyncio.timeout(4):
+                while source.stats.flows < 201:
+                    await asyncio.sleep(0.005)
+            rest = [(await anext(stream)).source_port for _ in range(10)]
+        finally:
+            await stream.aclose()
+    assert source.stats.overflow == 190
+    assert rest == [30000 + i for i in range(191, 201)]
