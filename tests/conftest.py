@@ -6,6 +6,9 @@ from pathlib import Path
 
 import pytest
 
+# The real kube-apiserver + etcd fixture (built from their Go modules, cached).
+pytest_plugins = ["tests.harness.fixtures"]
+
 REPO = Path(__file__).resolve().parents[1]
 
 
