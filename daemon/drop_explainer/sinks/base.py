@@ -8,7 +8,7 @@ never holds up the others or the flow stream.
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
 from drop_explainer.cluster.state import ClusterState
@@ -30,13 +30,16 @@ class DropSignature:
     policies: tuple[str, ...]
     """namespace/name of the policies that deny, sorted."""
     traps: tuple[str, ...]
+    affected: str = ""
+    """namespace/pod the drop happened to (the destination for ingress, the source pod for egress),
+    kept beside the signature, not part of it: replicas of one workload share a signature."""
+    id: str = field(init=False, compare=False)
+    """A short stable id for URLs (/drops/{id}) and Event dedup; computed once, it is read per flow."""
 
-    @property
-    def id(self) -> str:
-        """A short stable id for URLs (/drops/{id}) and Event dedup."""
+    def __post_init__(self) -> None:
         text = "|".join([self.source_workload, self.destination, str(self.port), self.protocol, self.direction,
                          ",".join(self.policies), ",".join(self.traps)])
-        return hashlib.sha256(text.encode()).hexdigest()[:16]
+        object.__setattr__(self, "id", hashlib.sha256(text.encode()).hexdigest()[:16])
 
     @property
     def destination_namespace(self) -> str | None:
@@ -70,6 +73,7 @@ def signature_of(flow: Flow, expl: Explanation, state: ClusterState) -> DropSign
         direction=direction,
         policies=policies,
         traps=tuple(t.id for t in expl.traps),
+        affected=destination_of(flow.source if direction == "egress" else flow.destination),
     )
 
 

@@ -1,0 +1,1 @@
+"""Where explained drops go: the drop store, Prometheus metrics, Kubernetes Events."""
