@@ -7,14 +7,19 @@ prints is also testable without a process.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
+import logging
+import os
+import signal
 import sys
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Coroutine, Iterable, Iterator, Sequence
 from datetime import UTC, datetime
 from importlib import resources
 from pathlib import Path
 from typing import Any, TextIO
 
+from drop_explainer import app, demo, logs, settings
 from drop_explainer.cluster.errors import StateError
 from drop_explainer.cluster.loading import load_state
 from drop_explainer.cluster.state import ClusterState
@@ -57,6 +62,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="flows: our JSON lines, hubble observe -o json/jsonpb, Hubble exporter files; gzip ok")
     e.add_argument("-o", "--output", choices=["text", "json"], default="text")
     e.set_defaults(func=cmd_explain)
+    r = sub.add_parser("run", help="the daemon: read flows, explain drops, serve the API and /metrics")
+    settings.add_arguments(r)
+    r.set_defaults(func=cmd_run)
+    d = sub.add_parser("demo", help="the whole daemon on the bundled incident: no cluster, no Cilium needed")
+    settings.add_arguments(d)
+    d.add_argument("--replay-every", type=float, default=10.0, metavar="SECONDS",
+                   help="replay the recorded drops with fresh times this often (0: once) [default: 10]")
+    d.set_defaults(func=cmd_demo)
     return parser
 
 
@@ -173,6 +186,47 @@ def groups_text(grouped: grouping.Grouped) -> str:
         parts.append(f"{len(grouped.unexplainable)} dropped flow(s) could not be explained: "
                      + "; ".join(sorted(set(grouped.unexplainable))) + "\n")
     return "\n".join(parts)
+
+
+def _settings(args: argparse.Namespace, **defaults: str) -> settings.Settings:
+    """Flags, then DROP_EXPLAINER_* variables, then these defaults, then the built-in ones."""
+    env = {**{settings.ENV_PREFIX + k.upper(): v for k, v in defaults.items()}, **os.environ}
+    try:
+        return settings.from_args(args, env)
+    except settings.SettingsError as exc:
+        raise UsageError(str(exc)) from None
+
+
+def _run_async(main: Coroutine[Any, Any, None], log_format: str, log_level: str) -> int:
+    """asyncio.run with SIGTERM/SIGINT as an orderly stop (cancel, then every finally runs)."""
+    logs.configure(log_format, log_level)
+
+    async def guarded() -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, task.cancel)
+        try:
+            await main
+        except asyncio.CancelledError:
+            logging.getLogger("drop_explainer").info("stopped_by_signal")
+
+    asyncio.run(guarded())
+    return 0
+
+
+def cmd_run(args: argparse.Namespace, out: TextIO) -> int:
+    s = _settings(args)
+    return _run_async(app.serve(s), s.log_format, s.log_level)
+
+
+def cmd_demo(args: argparse.Namespace, out: TextIO) -> int:
+    s = _settings(args, listen="127.0.0.1", store_path=":memory:", mode="single", events="false",
+                  node_name="node-2")
+    out.write(f"drop-explainer demo: try  curl http://localhost:{s.port}/pods/pod-b/drops\n")
+    out.flush()
+    return _run_async(demo.run(s, replay_every_s=args.replay_every), s.log_format, s.log_level)
 
 
 class UsageError(Exception):

@@ -1,0 +1,249 @@
+"""The composition root: the one place where sources, explainer and sinks are wired.
+
+``serve`` builds every part from the settings and runs the long-lived tasks
+(flow source, store flushing, cluster watches, Events, the HTTP server) in
+one TaskGroup. A failing task ends the group and the process exits non-zero,
+so Kubernetes restarts it; SIGTERM cancels the group, and the exit stack
+flushes and closes the store, so nothing already recorded is lost.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from aiohttp import web
+from prometheus_client import CollectorRegistry
+
+from drop_explainer.api import routes
+from drop_explainer.api.peers import Peers
+from drop_explainer.cluster import kubeapi
+from drop_explainer.cluster.live import LiveState
+from drop_explainer.cluster.loading import load_state
+from drop_explainer.explain.cache import ExplanationCache
+from drop_explainer.explain.model import Explanation
+from drop_explainer.flows.model import Flow
+from drop_explainer.pipeline import Pipeline, StateSource, StaticState
+from drop_explainer.settings import Settings
+from drop_explainer.sinks.base import Sink
+from drop_explainer.sinks.events import EventSettings, EventSink
+from drop_explainer.sinks.metrics import MetricsSink
+from drop_explainer.sinks.store import DropStore
+from drop_explainer.sources import flowfiles
+from drop_explainer.sources.hubble import HubbleSource
+
+log = logging.getLogger(__name__)
+FLUSH_INTERVAL_S = 1.0
+PRUNE_INTERVAL_S = 600.0
+POLICY_HISTORY_S = 600.0
+"""How far back a policy change still counts as the likely trigger of a drop."""
+
+
+@dataclass(slots=True)
+class Daemon:
+    """Everything ``serve`` built, kept together so tests and the demo can reach in."""
+
+    settings: Settings
+    registry: CollectorRegistry
+    metrics: MetricsSink
+    store: DropStore
+    state: StateSource
+    pipeline: Pipeline
+    peers: Peers
+    source: HubbleSource | ReplaySource
+    live: LiveState | None = None
+    events: EventSink | None = None
+    port: int | None = None
+
+
+class ReplaySource:
+    """Flows from a saved file, once, then idle: offline forensics through the live pipeline."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.malformed = 0
+        self.received = 0
+
+    async def stream_flows(self) -> AsyncIterator[Flow]:
+        for item in flowfiles.read_flows(self.path):
+            if isinstance(item, flowfiles.MalformedRecord):
+                self.malformed += 1
+                log.warning("flow_malformed", extra={"file": self.path, "line": item.line_no, "reason": item.reason})
+                continue
+            self.received += 1
+            yield item
+            await asyncio.sleep(0)  # let the API answer while a large file replays
+
+
+def make_source(settings: Settings) -> HubbleSource | ReplaySource:
+    if settings.source == "replay":
+        assert settings.replay_file is not None
+        if not Path(settings.replay_file).exists():
+            raise FileNotFoundError(f"--replay-file {settings.replay_file}: no such file")
+        return ReplaySource(settings.replay_file)
+    return HubbleSource(settings.hubble)
+
+
+def policy_history_note(live: LiveState) -> Callable[[Flow, Explanation], Explanation]:
+    """Say when a drop began right after a deciding policy changed: the usual cause of a new drop."""
+
+    def annotate(flow: Flow, expl: Explanation) -> Explanation:
+        keys = {p.key for side in (expl.verdict.ingress, expl.verdict.egress) if not side.allowed
+                for p in side.policies}
+        if not keys:
+            return expl
+        at = flow.time_ns / 1e9
+        changes = [c for c in live.policy_changes(at - POLICY_HISTORY_S, policies=keys) if c.time <= at]
+        if not changes:
+            return expl
+        last = changes[-1]
+        verb = {"ADDED": "created", "MODIFIED": "changed", "DELETED": "deleted"}.get(str(last.change), "changed")
+        note = (f"drops began {at - last.time:.0f} s after {last.key} was {verb}"
+                f"{f' (resourceVersion {last.resource_version})' if last.resource_version else ''}")
+        return replace(expl, notes=(*expl.notes, note))
+
+    return annotate
+
+
+async def _consume(daemon: Daemon) -> None:
+    name = "hubble" if isinstance(daemon.source, HubbleSource) else "replay"
+    async for flow in daemon.source.stream_flows():
+        if daemon.live is not None and not daemon.live.ready:
+            # Explaining against a half-listed cluster would blame the wrong
+            # policies; the source keeps queueing (bounded) meanwhile.
+            await daemon.live.wait_ready()
+        daemon.metrics.flow_received(name)
+        daemon.pipeline.process(flow)
+    log.info("source_finished", extra={"source": name})
+
+
+async def _flush_forever(daemon: Daemon) -> None:
+    last_prune = time.monotonic()
+    while True:
+        await asyncio.sleep(FLUSH_INTERVAL_S)
+        daemon.store.flush()
+        daemon.metrics.sweep()
+        if time.monotonic() - last_prune > PRUNE_INTERVAL_S:
+            daemon.store.prune()
+            last_prune = time.monotonic()
+
+
+class _SourceStats:
+    """Turns the source's running totals into Prometheus counter increments."""
+
+    def __init__(self) -> None:
+        self.seen: dict[str, int] = {}
+
+    def delta(self, key: str, value: int) -> int:
+        before = self.seen.get(key, 0)
+        self.seen[key] = value
+        return max(0, value - before)
+
+
+async def _export_health(daemon: Daemon) -> None:
+    stats = _SourceStats()
+    while True:
+        m, src = daemon.metrics, daemon.source
+        if isinstance(src, HubbleSource):
+            s = src.stats
+            m.source_connected("hubble", s.connected)
+            for _ in range(stats.delta("reconnects", s.reconnects)):
+                m.source_reconnected("hubble")
+            if n := stats.delta("overflow", s.overflow):
+                m.queue_overflowed("hubble", n)
+            for reason, count in list(s.skipped_by_reason.items()):
+                for _ in range(stats.delta(f"skip:{reason}", count)):
+                    m.flow_malformed("hubble", reason)
+            if s.last_flow_time is not None:
+                m.flow_lag("hubble", max(0.0, time.time() - s.last_flow_time / 1e9))
+        elif n := stats.delta("malformed", src.malformed):
+            for _ in range(n):
+                m.flow_malformed("replay", "decode")
+        if daemon.live is not None:
+            for kind, synced in daemon.live.synced.items():
+                m.cluster_synced(kind, synced)
+        await asyncio.sleep(1.0)
+
+
+async def _serve_api(daemon: Daemon, on_started: Callable[[Daemon], None] | None) -> None:
+    ctx = routes.Context(engine=daemon.pipeline.engine, store=daemon.store, peers=daemon.peers,
+                         registry=daemon.registry, ready=lambda: _ready(daemon), healthy=lambda: _healthy(daemon))
+    runner = web.AppRunner(routes.make_app(ctx), handle_signals=False, access_log=None)
+    await runner.setup()
+    try:
+        site = web.TCPSite(runner, daemon.settings.listen, daemon.settings.port)
+        await site.start()
+        sockets = getattr(site._server, "sockets", None) or []
+        daemon.port = sockets[0].getsockname()[1] if sockets else daemon.settings.port
+        log.info("api_listening", extra={"address": daemon.settings.listen, "port": daemon.port})
+        if on_started is not None:
+            on_started(daemon)
+        await asyncio.Event().wait()
+    finally:
+        await asyncio.shield(runner.cleanup())
+
+
+def _ready(daemon: Daemon) -> tuple[bool, str]:
+    if daemon.live is None:
+        return True, "cluster state from a file"
+    waiting = [k for k, ok in daemon.live.synced.items() if not ok]
+    return not waiting, f"waiting for the first list of {', '.join(waiting)}" if waiting else "all kinds synced"
+
+
+def _healthy(daemon: Daemon) -> tuple[bool, str]:
+    if daemon.live is None:
+        return True, "ok"
+    stalled = daemon.live.stalled()
+    return not stalled, f"watch stalled: {', '.join(stalled)}" if stalled else "watches alive"
+
+
+async def serve(settings: Settings, *, state: StateSource | None = None,
+                on_started: Callable[[Daemon], None] | None = None) -> None:
+    """Build every part and run until cancelled (SIGTERM) or until a part fails."""
+    async with contextlib.AsyncExitStack() as stack:
+        registry = CollectorRegistry()
+        metrics = MetricsSink(registry)
+        store = stack.enter_context(DropStore(
+            settings.store.path, max_per_pod=settings.store.max_per_pod, max_total=settings.store.max_total,
+            retention_seconds=settings.store.retention_seconds))
+        # The store flushes on close; the exit stack closes it after the tasks have stopped.
+        stack.callback(store.flush)
+        metrics.register_store(store)
+        live: LiveState | None = None
+        client: kubeapi.Client | None = None
+        if state is None and settings.state_path is not None:
+            state = StaticState(load_state(settings.state_path))
+        if state is None:
+            endpoint = kubeapi.load_endpoint(settings.kubeconfig, settings.kube_context)
+            client = await stack.enter_async_context(kubeapi.Client(endpoint))
+            live = LiveState(client, on_pod_deleted=lambda p: metrics.pod_deleted(p.namespace, p.name))
+            state = live
+        sinks: list[tuple[str, Sink]] = [("metrics", metrics)]
+        events = None
+        if settings.events and client is not None:
+            events = EventSink(client, EventSettings(instance=settings.node_name or "drop-explainer"))
+            sinks.append(("events", events))
+        cache = ExplanationCache()
+        metrics.register_explanation_cache(cache)
+        pipeline = Pipeline(state, store=store, sinks=sinks, cache=cache,
+                            annotate=policy_history_note(live) if live is not None else None,
+                            observe_latency=metrics.observe_explain, on_sink_error=metrics.sink_error)
+        peers = Peers(settings.peers, settings.node_name, state.snapshot)
+        daemon = Daemon(settings, registry, metrics, store, state, pipeline, peers, make_source(settings),
+                        live, events)
+        log.info("daemon_starting", extra={"source": settings.source, "node": settings.node_name,
+                                           "mode": settings.peers.mode, "store": settings.store.path})
+        async with asyncio.TaskGroup() as tg:
+            tg.create_task(_serve_api(daemon, on_started), name="api")
+            tg.create_task(_flush_forever(daemon), name="store-flush")
+            tg.create_task(_export_health(daemon), name="health")
+            tg.create_task(_consume(daemon), name="source")
+            if live is not None:
+                tg.create_task(live.run(), name="watches")
+            if events is not None:
+                tg.create_task(events.run(), name="events")
