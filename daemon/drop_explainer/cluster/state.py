@@ -116,7 +116,7 @@ class ClusterState:
         pol_ns = dict(self.policies_by_namespace)
         for pol in policies:
             pols[pol.key] = pol
-            pol_ns[pol.namespace] = tuple(p for p in pol_ns.get(pol.namespace, ()) if p.name != pol.name) + (pol,)
+            pol_ns[pol.namespace] = (*(p for p in pol_ns.get(pol.namespace, ()) if p.name != pol.name), pol)
         nss = dict(self.namespaces)
         for ns in namespaces:
             nss[ns.name] = ns
