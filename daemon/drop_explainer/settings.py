@@ -160,7 +160,7 @@ def from_args(args: argparse.Namespace, env: Mapping[str, str] | None = None) ->
         raise SettingsError("--replay-file is required with --source replay")
     if v["mode"] not in ("daemonset", "single"):
         raise SettingsError(f"--mode: expected daemonset or single, got {v['mode']!r}")
-    if not 0 < v["port"] < 65536:
+    if not 0 <= v["port"] < 65536:  # 0: any free port (tests)
         raise SettingsError(f"--port: {v['port']} is not a port")
     tls = None
     if v["hubble_tls_ca"] or v["hubble_tls_cert"]:

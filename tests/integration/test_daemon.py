@@ -1,0 +1,265 @@
+"""The whole daemon over real sockets: Hubble server -> daemon -> HTTP answers and /metrics.
+
+Every test runs the real composition root (app.serve) with a real gRPC
+server on loopback and real HTTP requests; only the cluster state comes
+from the bundled files instead of an API server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from drop_explainer import app, cli, demo
+from drop_explainer.cluster.loading import load_state
+from drop_explainer.pipeline import StaticState
+from drop_explainer.settings import Settings, from_args
+from drop_explainer.testing.hubble_server import FakeHubbleServer, load_responses
+
+INCIDENT = demo.incident_dir()
+FLOWS = INCIDENT / "hubble-flows.jsonl"
+
+
+def make_settings(*argv: str) -> Settings:
+    args = cli.build_parser().parse_args(["run", "--listen", "127.0.0.1", "--port", "0", "--events", "false",
+                                          "--mode", "single", *argv])
+    return from_args(args, env={})
+
+
+@contextlib.asynccontextmanager
+async def running(settings: Settings) -> AsyncIterator[app.Daemon]:
+    """The daemon as a task, up and listening; cancelled (as by SIGTERM) on exit."""
+    started: asyncio.Future[app.Daemon] = asyncio.get_running_loop().create_future()
+    task = asyncio.create_task(app.serve(settings, state=StaticState(load_state(INCIDENT)),
+                                         on_started=started.set_result))
+    done, _ = await asyncio.wait([started, task], timeout=10, return_when=asyncio.FIRST_COMPLETED)
+    if task in done:
+        task.result()
+    daemon = started.result()
+    try:
+        yield daemon
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+async def get(port: int, path: str, **headers: str) -> tuple[int, str]:
+    async with aiohttp.ClientSession() as s, s.get(f"http://127.0.0.1:{port}{path}", headers=headers) as r:
+        return r.status, await r.text()
+
+
+async def get_json(port: int, path: str) -> Any:
+    async with aiohttp.ClientSession() as s, s.get(f"http://127.0.0.1:{port}{path}",
+                                                   headers={"Accept": "application/json"}) as r:
+        assert r.status == 200, await r.text()
+        return await r.json()
+
+
+async def eventually(check: Callable[[], Any], timeout: float = 10.0) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        result = await check()
+        if result or time.monotonic() > deadline:
+            return result
+        await asyncio.sleep(0.05)
+
+
+def samples(text: str, name: str) -> dict[tuple[tuple[str, str], ...], float]:
+    out = {}
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            if s.name == name:
+                out[tuple(sorted(s.labels.items()))] = s.value
+    return out
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+async def two_drop_kinds(port: int) -> Any:
+    body = await get_json(port, "/pods/pod-b/drops")
+    return body if len(body["drops"]) == 2 else None
+
+
+async def test_recorded_drops_are_explained_over_http_and_counted_in_metrics(tmp_path: Path) -> None:
+    """Hubble server -> daemon: curl gets the explanation text, JSON gets the documented shape, /metrics counts."""
+    async with FakeHubbleServer(load_responses(FLOWS), node_name="node-2") as hubble:
+        settings = make_settings("--hubble-target", hubble.target, "--store-path", str(tmp_path / "d.db"))
+        async with running(_with_history(settings)) as daemon:
+            assert daemon.port is not None
+            body = await eventually(lambda: two_drop_kinds(daemon.port or 0))
+            status, text = await get(daemon.port, "/pods/pod-b/drops")
+            _, metrics = await get(daemon.port, "/metrics")
+    assert status == 200
+    assert "DENIED frontend/pod-a -> backend/pod-b TCP/8080" in text
+    assert "[kubelet-probe]" in text
+    assert "kubectl apply -f -" in text
+    by_source = {d["signature"]["source_workload"]: d for d in body["drops"]}
+    assert by_source["frontend/pod-a"]["flows"] == 18
+    assert by_source["frontend/pod-a"]["connections"] == 3
+    assert by_source["frontend/pod-a"]["explanation"]["denying"][0]["name"] == "default-deny"
+    drops = samples(metrics, "drop_explainer_drops_total")
+    assert sum(drops.values()) == 24
+    conns = samples(metrics, "drop_explainer_drop_connections_total")
+    assert sum(conns.values()) == 9  # 3 attempts of pod-a, 6 probes
+    new = samples(metrics, "drop_explainer_new_drop_signatures_total")
+    assert sorted(dict(k)["trap"] for k in new) == ["", "kubelet-probe"]
+
+
+def _with_history(settings: Settings) -> Settings:
+    """Ask the server for its recorded flows on the first connect, as the demo does."""
+    return replace(settings, hubble=replace(settings.hubble, initial_number=1000, backoff_initial_s=0.05,
+                                            backoff_max_s=0.2))
+
+
+@pytest.mark.parametrize(
+    ("path", "status", "fragment"),
+    [
+        pytest.param("/pods/Pod_B/drops", 400, "not a valid Kubernetes name", id="bad-pod-name"),
+        pytest.param("/pods/pod-b/drops?since=yesterday", 400, "since='yesterday'", id="bad-time"),
+        pytest.param("/pods/pod-b/drops?limit=0", 400, "limit='0'", id="limit-too-small"),
+        pytest.param("/pods/pod-b/drops?limit=100000", 400, "limit='100000'", id="limit-too-big"),
+        pytest.param("/pods/pod-b/drops?colour=red", 400, "unknown parameter(s): colour", id="unknown-param"),
+        pytest.param("/pods/pod-b/drops?direction=sideways", 400, "direction='sideways'", id="bad-direction"),
+        pytest.param("/drops?trap=nope", 400, "unknown trap", id="bad-trap"),
+        pytest.param("/drops?policy=justname", 400, "expected NAMESPACE/NAME", id="bad-policy"),
+        pytest.param("/drops?since=2026-01-02T00:00:00Z&until=2026-01-01T00:00:00Z", 400, "since is after until",
+                     id="window-backwards"),
+        pytest.param("/drops/xyz", 400, "expected 16 hex digits", id="bad-id"),
+        pytest.param("/drops/0123456789abcdef", 404, "no drop 0123456789abcdef", id="unknown-id"),
+        pytest.param("/pods/nosuchpod/drops", 404, "no pod named nosuchpod", id="unknown-pod"),
+        pytest.param("/whatif?from=frontend/pod-a&to=backend/pod-b", 400, "'port' must be", id="whatif-no-port"),
+        pytest.param("/whatif?from=frontend/nope&to=backend/pod-b&port=80", 400, "no pod frontend/nope",
+                     id="whatif-unknown-pod"),
+        pytest.param("/drops?format=xml", 400, "format='xml'", id="bad-format"),
+        pytest.param("/drops?scope=galaxy", 400, "scope='galaxy'", id="bad-scope"),
+    ],
+)
+async def test_bad_queries_get_a_4xx_with_the_reason(path: str, status: int, fragment: str) -> None:
+    """Invalid names, times, limits and parameters are refused with a reason, never a 500."""
+    async with FakeHubbleServer() as hubble, running(make_settings("--hubble-target", hubble.target,
+                                                                   "--store-path", ":memory:")) as daemon:
+        assert daemon.port is not None
+        got, text = await get(daemon.port, path)
+        _, as_json = await get(daemon.port, path + ("&" if "?" in path else "?") + "format=json")
+    assert got == status
+    assert fragment in text
+    assert fragment.split("'", maxsplit=1)[0] in as_json
+
+
+async def test_whatif_endpoint_answers_in_text_and_json() -> None:
+    """GET /whatif explains the seed incident like the CLI does."""
+    async with FakeHubbleServer() as hubble, running(make_settings("--hubble-target", hubble.target,
+                                                                   "--store-path", ":memory:")) as daemon:
+        assert daemon.port is not None
+        q = "/whatif?from=frontend/pod-a&to=backend/pod-b&port=8080"
+        _, text = await get(daemon.port, q)
+        body = await get_json(daemon.port, q)
+    assert text.startswith("DENIED frontend/pod-a -> backend/pod-b TCP/8080")
+    assert body["allowed"] is False
+    assert body["explanation"]["fixes"][0]["verified"] is True
+
+
+async def test_history_survives_a_restart_of_the_daemon(tmp_path: Path) -> None:
+    """Drops recorded before an orderly stop are answered by the next daemon from the same file."""
+    store = str(tmp_path / "drops.db")
+    async with (FakeHubbleServer(load_responses(FLOWS), node_name="node-2") as hubble,
+                running(_with_history(make_settings("--hubble-target", hubble.target,
+                                                    "--store-path", store))) as daemon):
+        before = await eventually(lambda: two_drop_kinds(daemon.port or 0))
+    async with FakeHubbleServer() as empty, running(make_settings("--hubble-target", empty.target,
+                                                                  "--store-path", store)) as daemon:
+        assert daemon.port is not None
+        after = await get_json(daemon.port, "/pods/pod-b/drops")
+        window = await get_json(daemon.port, "/drops?since=2026-11-26T02:00:00Z&until=2026-11-26T02:00:30Z")
+        later = await get_json(daemon.port, "/drops?since=2026-11-26T02:05:00Z&until=2026-11-26T02:10:00Z")
+    key = [(d["id"], d["flows"], d["connections"]) for d in before["drops"]]
+    assert sorted(key) == sorted((d["id"], d["flows"], d["connections"]) for d in after["drops"])
+    # The recorded drops all fall in minute 02:00; windows count whole minutes at their edges.
+    assert {d["signature"]["source_workload"]: d["window"]["flows"] for d in window["drops"]} == {
+        "172.18.0.12": 6, "frontend/pod-a": 18}
+    assert later["drops"] == []
+
+
+def _daemon_cmd(*argv: str) -> list[str]:
+    return [sys.executable, "-m", "drop_explainer.cli", "run", "--listen", "127.0.0.1", "--events", "false",
+            "--mode", "single", "--state", str(INCIDENT), "--log-format", "json", *argv]
+
+
+async def test_a_kill_9_loses_nothing_that_was_committed(tmp_path: Path) -> None:
+    """SIGKILL mid-run: every drop kind and every count flushed before the kill is there after a restart."""
+    store, port = str(tmp_path / "drops.db"), free_port()
+    proc = subprocess.Popen(_daemon_cmd("--source", "replay", "--replay-file", str(FLOWS), "--store-path", store,
+                                        "--port", str(port)), stderr=subprocess.DEVNULL)
+    try:
+        before = await eventually(lambda: _quiet(lambda: two_drop_kinds(port)), timeout=20)
+        assert before, "the daemon never showed the drops"
+        await asyncio.sleep(1.5)  # one flush interval: counts of repeats are committed too
+        before = await get_json(port, "/pods/pod-b/drops")
+    finally:
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+    empty = tmp_path / "none.jsonl"
+    empty.write_text("")
+    port2 = free_port()
+    proc = subprocess.Popen(_daemon_cmd("--source", "replay", "--replay-file", str(empty), "--store-path", store,
+                                        "--port", str(port2)), stderr=subprocess.DEVNULL)
+    try:
+        after = await eventually(lambda: _quiet(lambda: two_drop_kinds(port2)), timeout=20)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+    assert after
+    assert sorted((d["id"], d["flows"]) for d in before["drops"]) == sorted((d["id"], d["flows"])
+                                                                           for d in after["drops"])
+
+
+async def _quiet(check: Callable[[], Any]) -> Any:
+    with contextlib.suppress(aiohttp.ClientError, AssertionError):
+        return await check()
+    return None
+
+
+async def test_fan_out_asks_the_other_instance_and_names_the_one_that_is_down() -> None:
+    """Instance A (node-1) answers about pod-b on node-2 through instance B; with B stopped it says so."""
+    port_a, port_b = free_port(), free_port()
+    peers_a = f"node-2=http://127.0.0.1:{port_b}"
+    async with FakeHubbleServer() as quiet, FakeHubbleServer(load_responses(FLOWS), node_name="node-2") as hubble:
+        a = make_settings("--hubble-target", quiet.target, "--store-path", ":memory:", "--mode", "daemonset",
+                          "--node-name", "node-1", "--port", str(port_a), "--peers", peers_a, "--peer-timeout", "1")
+        b = _with_history(make_settings("--hubble-target", hubble.target, "--store-path", ":memory:",
+                                        "--mode", "daemonset", "--node-name", "node-2", "--port", str(port_b),
+                                        "--peers", f"node-1=http://127.0.0.1:{port_a}"))
+        async with running(a):
+            async with running(b):
+                via_a = await eventually(lambda: two_drop_kinds(port_a))
+                everything = await get_json(port_a, "/drops")
+                local_only = await get_json(port_a, "/drops?scope=local")
+            missing = await get_json(port_a, "/drops")
+            status, text = await get(port_a, "/pods/pod-b/drops")
+    assert via_a
+    assert {d["reported_by"] for d in via_a["drops"]} == {"node-2"}
+    assert len(everything["drops"]) == 2
+    assert everything["nodes_missing"] == []
+    assert local_only["drops"] == []
+    assert missing["nodes_missing"] == ["node-2"]
+    assert status == 502
+    assert "node-2 did not answer" in text
