@@ -2,30 +2,39 @@
 PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
-STAMP  := $(VENV)/.installed
+STAMP  := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 
-.PHONY: demo test lint typecheck unit bench install clean
+.PHONY: demo test lint install tools bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[test]'
+	rm -f $(VENV)/.installed-*
 	touch $(STAMP)
 
 install: $(STAMP)
 
+# The whole daemon on the bundled incident: curl localhost:8080/pods/pod-b/drops
 demo: $(STAMP)
-	$(VENV)/bin/drop-explainer whatif --from frontend/pod-a --to backend/pod-b --port 8080 || true
+	$(VENV)/bin/drop-explainer demo
+
+# Real components the tests start: kube-apiserver + etcd (built from Go modules, cached by version).
+tools: $(STAMP)
+	bash scripts/build-k8s-binaries.sh
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check daemon tests bench scripts
 	$(VENV)/bin/mypy
 
-test: lint
+test: lint tools
 	$(PY) -m pytest
 
 bench: $(STAMP)
 	$(PY) bench/engine.py
+	$(PY) bench/explain.py
+	$(PY) bench/hubble_stream.py
+	$(PY) bench/pipeline.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
