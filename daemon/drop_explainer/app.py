@@ -219,7 +219,8 @@ async def serve(settings: Settings, *, state: StateSource | None = None,
         if state is None and settings.state_path is not None:
             state = StaticState(load_state(settings.state_path))
         if state is None:
-            endpoint = kubeapi.load_endpoint(settings.kubeconfig, settings.kube_context)
+            endpoint = kubeapi.load_endpoint(settings.kubeconfig, settings.kube_context,
+                                             in_cluster_first=settings.kubeconfig is None)
             client = await stack.enter_async_context(kubeapi.Client(endpoint))
             live = LiveState(client, on_pod_deleted=lambda p: metrics.pod_deleted(p.namespace, p.name))
             state = live
