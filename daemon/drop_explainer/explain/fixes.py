@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 
 from drop_explainer.cluster.objects import (
@@ -24,12 +24,12 @@ from drop_explainer.cluster.objects import (
     Rule,
 )
 from drop_explainer.cluster.state import ClusterState
-from drop_explainer.explain import manifests
-from drop_explainer.explain.model import BlastRadius, Clause, Fix, PolicyTrace
+from drop_explainer.explain import blast, manifests
+from drop_explainer.explain.model import Clause, Fix, PolicyTrace
 from drop_explainer.explain.traps import label_gaps
 from drop_explainer.policy import selectors
-from drop_explainer.policy.endpoints import Subject, SubjectKind, pod_subject
-from drop_explainer.policy.engine import Connection, Engine, peer_matches, rule_matches, rules_of
+from drop_explainer.policy.endpoints import Subject
+from drop_explainer.policy.engine import Connection, Engine, rule_matches, rules_of
 
 # Labels that differ between replicas of one workload: selecting on them
 # would allow one pod today and nothing after the next rollout.
@@ -37,7 +37,6 @@ _VOLATILE = {"pod-template-hash", "controller-revision-hash", "pod-template-gene
              "statefulset.kubernetes.io/pod-name", "apps.kubernetes.io/pod-index",
              "batch.kubernetes.io/controller-uid", "controller-uid", "batch.kubernetes.io/job-name", "job-name"}
 _IDENTIFYING = (("app.kubernetes.io/name", "app.kubernetes.io/instance"), ("app",), ("k8s-app",), ("name",))
-BLAST_EXAMPLES = 5
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,6 +46,8 @@ class Change:
     policies: tuple[NetworkPolicy, ...] = ()
     labels: tuple[tuple[str, Mapping[str, str]], ...] = ()
     fix: Fix | None = None
+    effective: tuple[tuple[NetworkPolicy, PolicyType, Rule], ...] = ()
+    """The rules that may admit something new after the change: all the blast radius has to look at."""
 
     def apply(self, state: ClusterState) -> ClusterState:
         nss = []
@@ -93,14 +94,15 @@ def _other_name(other: Subject) -> str:
     return f"ip-{other.ip}"
 
 
-def _rule_change(engine: Engine, conn: Connection, direction: PolicyType, traces: tuple[PolicyTrace, ...]) -> Change:
+def _rule_change(engine: Engine, conn: Connection, direction: PolicyType, traces: tuple[PolicyTrace, ...],
+                 *, widen: bool = True) -> Change:
     subject = conn.destination if direction is PolicyType.INGRESS else conn.source
     other = conn.source if direction is PolicyType.INGRESS else conn.destination
     assert subject.pod is not None
     d = direction.value.lower()
     closest = min((r for t in traces if t.direction == d for r in t.rules), key=lambda r: r.distance, default=None)
     ports = (PolicyPort(conn.protocol, conn.port),)
-    if closest is not None and [f.clause for f in closest.failures] in ([Clause.PORT], [Clause.NAMED_PORT]):
+    if widen and closest is not None and [f.clause for f in closest.failures] in ([Clause.PORT], [Clause.NAMED_PORT]):
         # Only the port is wrong: widening that rule's ports is the smallest change.
         policy = closest.policy
         rules = list(rules_of(policy, direction))
@@ -108,7 +110,8 @@ def _rule_change(engine: Engine, conn: Connection, direction: PolicyType, traces
         edited = _with_rules(policy, direction, tuple(rules))
         fix = Fix("add-port", f"add {conn.protocol} {conn.port} to the ports of {d} rule {closest.index} of "
                   f"{policy.key}", _apply_yaml(edited), (manifests.policy_json(edited),))
-        return Change(policies=(edited,), fix=fix)
+        widened = replace(rules[closest.index], ports=ports)
+        return Change(policies=(edited,), fix=fix, effective=((edited, direction, widened),))
     if closest is not None:
         policy = closest.policy
         rule = Rule((peer_for(other, policy.namespace),), ports)
@@ -116,7 +119,7 @@ def _rule_change(engine: Engine, conn: Connection, direction: PolicyType, traces
         fix = Fix("add-rule", f"add {d} rule {len(rules_of(policy, direction))} to {policy.key} admitting "
                   f"{_describe(other)} on {conn.protocol} {conn.port}", _apply_yaml(edited), (manifests.policy_json(
                       edited),))
-        return Change(policies=(edited,), fix=fix)
+        return Change(policies=(edited,), fix=fix, effective=((edited, direction, rule),))
     name = _dns_name(f"allow-{_other_name(other)}-{d}-{conn.port}")
     empty = NetworkPolicy(subject.pod.namespace, name, workload_selector(subject.pod), frozenset({direction}),
                           policy_types_explicit=True)
@@ -125,7 +128,7 @@ def _rule_change(engine: Engine, conn: Connection, direction: PolicyType, traces
             else f"from {subject.pod.key} to {_describe(other)}")
     fix = Fix("new-policy", f"create {new.key} allowing {d} {ends} on {conn.protocol} {conn.port}",
               _apply_yaml(new), (manifests.policy_json(new),))
-    return Change(policies=(new,), fix=fix)
+    return Change(policies=(new,), fix=fix, effective=((new, direction, rules_of(new, direction)[0]),))
 
 
 def _with_rules(p: NetworkPolicy, direction: PolicyType, rules: tuple[Rule, ...]) -> NetworkPolicy:
@@ -166,130 +169,48 @@ def _types_change(engine: Engine, conn: Connection, direction: PolicyType) -> Ch
             fix = Fix("policy-types", f"add {direction.value} to policyTypes of {p.key}, so that its "
                       f"{direction.value.lower()} rules take effect", _apply_yaml(edited),
                       (manifests.policy_json(edited),))
-            return Change(policies=(edited,), fix=fix)
+            return Change(policies=(edited,), fix=fix,
+                          effective=tuple((edited, direction, r) for r in rules_of(edited, direction)))
     return None
 
 
 def plan(engine: Engine, conn: Connection, traces: tuple[PolicyTrace, ...]) -> tuple[Fix, ...]:
-    """The changes, one per denying direction, checked together against the engine."""
-    changes: list[Change] = []
-    for direction in (PolicyType.EGRESS, PolicyType.INGRESS):
-        if not any(t.direction == direction.value.lower() for t in traces):
-            continue
-        change = (_types_change(engine, conn, direction) or _label_change(conn, direction, traces)
-                  or _rule_change(engine, conn, direction, traces))
-        changes.append(change)
+    """The changes, one per denying direction, checked together against the engine.
+
+    Where a missing namespace label is the trap, labelling the namespace is
+    the natural fix, unless the label opens more than a rule would: then the
+    rule is proposed and the summary says what the label would have cost.
+    """
+    directions = [d for d in (PolicyType.EGRESS, PolicyType.INGRESS)
+                  if any(t.direction == d.value.lower() for t in traces)]
+    changes = [_types_change(engine, conn, d) or _label_change(conn, d, traces) or _rule_change(engine, conn, d, traces)
+               for d in directions]
     if not changes:
         return ()
+    fixes = _checked(engine, conn, changes)
+    broad = changes[0].labels or (changes[0].fix is not None and changes[0].fix.kind == "add-port")
+    if len(changes) == 1 and broad and fixes[0].blast_radius is not None:
+        alternative = _checked(engine, conn, [_rule_change(engine, conn, directions[0], traces, widen=False)])
+        first, rule = fixes[0].blast_radius, alternative[0].blast_radius
+        if rule is not None and rule.count < first.count:
+            more = "at least " if first.capped else ""
+            what = "labelling the namespace" if changes[0].labels else "widening the rule's ports"
+            note = f" ({what} instead would newly allow {more}{first.count} other connection(s))"
+            return (replace(alternative[0], summary=alternative[0].summary + note),)
+    return fixes
+
+
+def _checked(engine: Engine, conn: Connection, changes: list[Change]) -> tuple[Fix, ...]:
     state = engine.state
     for change in changes:
         state = change.apply(state)
     after = Engine(state)
     verified = after.evaluate(_reresolve(after.state, conn)).allowed
-    radius = blast_radius(engine, after, conn, changes) if verified else None
+    radius = blast.blast_radius(engine, after, conn, changes) if verified else None
     return tuple(replace(c.fix, verified=verified, blast_radius=radius) for c in changes if c.fix is not None)
 
 
 def _reresolve(state: ClusterState, conn: Connection) -> Connection:
     """Namespace labels live on the subjects; refresh them from the changed state."""
-    return Connection(_refresh(state, conn.source), _refresh(state, conn.destination), conn.port, conn.protocol)
-
-
-def _refresh(state: ClusterState, s: Subject) -> Subject:
-    if s.pod is None:
-        return s
-    return replace(s, namespace_labels=state.namespace_labels(s.pod.namespace))
-
-
-def _universe(state: ClusterState, conn: Connection) -> Iterator[Subject]:
-    """Every endpoint the state knows, once, plus the two ends of the connection."""
-    for pod in state.pods.values():
-        if not pod.host_network and pod.ips:
-            yield pod_subject(state, pod)
-    for node in state.nodes.values():
-        for kind, addr in node.addresses:
-            if kind == "InternalIP":
-                yield Subject(SubjectKind.NODE, addr, node=node)
-    yield conn.source
-    yield conn.destination
-
-
-class _Pairs(dict[tuple[str, str], tuple[Subject, Subject]]):
-    """(source, destination) pairs keyed by name: subjects hold dicts and cannot be hashed."""
-
-    def update_pairs(self, pairs: Iterable[tuple[Subject, Subject]]) -> None:
-        for src, dst in pairs:
-            self.setdefault((_name(src), _name(dst)), (src, dst))
-
-
-def _candidates(state: ClusterState, conn: Connection, changes: Iterable[Change]) -> _Pairs:
-    """(source, destination) pairs whose verdict the changes could alter."""
-    pairs = _Pairs()
-    universe = list(_universe(state, conn))
-    for change in changes:
-        for policy in change.policies:
-            selected = [s for s in universe if s.is_pod and s.pod is not None and s.pod.namespace == policy.namespace
-                        and selectors.matches(policy.pod_selector, s.pod.labels)]
-            for direction in policy.policy_types:
-                rules = rules_of(policy, direction)
-                others = [s for s in universe if any(not r.peers or _peer_could_match(r, policy, s) for r in rules)]
-                pairs.update_pairs(_oriented(direction, selected, others))
-        for name, _ in change.labels:
-            in_ns = [s for s in universe if s.is_pod and s.pod is not None and s.pod.namespace == name]
-            for policy in state.policies.values():
-                peers = [p for d in policy.policy_types for r in rules_of(policy, d) for p in r.peers]
-                if not any(p.namespace_selector is not None for p in peers):
-                    continue
-                selected = [s for s in universe if s.is_pod and s.pod is not None
-                            and s.pod.namespace == policy.namespace
-                            and selectors.matches(policy.pod_selector, s.pod.labels)]
-                for d in policy.policy_types:
-                    pairs.update_pairs(_oriented(d, selected, in_ns))
-    return pairs
-
-
-def _oriented(
-    direction: PolicyType, selected: list[Subject], others: list[Subject]
-) -> Iterator[tuple[Subject, Subject]]:
-    """(source, destination): the selected pods receive ingress and send egress."""
-    for s in selected:
-        for o in others:
-            yield (o, s) if direction is PolicyType.INGRESS else (s, o)
-
-
-def _peer_could_match(rule: Rule, policy: NetworkPolicy, s: Subject) -> bool:
-    return any(peer_matches(p, policy.namespace, s) for p in rule.peers)
-
-
-def _ports_of(dst: Subject, conn: Connection) -> set[tuple[int, str]]:
-    out = {(conn.port, conn.protocol)}
-    if dst.pod is not None and dst.is_pod:
-        out.update((p.container_port, p.protocol) for c in dst.pod.containers for p in c.ports)
-    return out
-
-
-def _name(s: Subject) -> str:
-    return s.pod.key if s.pod is not None and s.is_pod else (s.ip or "?")
-
-
-def blast_radius(before: Engine, after: Engine, conn: Connection, changes: Iterable[Change]) -> BlastRadius:
-    """Which other (source, destination, port) the changes newly allow, among those the state knows.
-
-    Ports considered: the destination pod's declared container ports plus
-    the connection's own port (NetworkPolicy allows ports, the state only
-    knows the declared ones).
-    """
-    newly: list[str] = []
-    this = (_name(conn.source), _name(conn.destination), conn.port, conn.protocol)
-    for src, dst in _candidates(after.state, conn, changes).values():
-        if src == dst or (src.pod is not None and src.pod is dst.pod):
-            continue
-        for port, proto in _ports_of(dst, conn):
-            if (_name(src), _name(dst), port, proto) == this:
-                continue
-            old = Connection(_refresh(before.state, src), _refresh(before.state, dst), port, proto)
-            new = Connection(_refresh(after.state, src), _refresh(after.state, dst), port, proto)
-            if after.evaluate(new).allowed and not before.evaluate(old).allowed:
-                newly.append(f"{_name(src)} -> {_name(dst)} {proto}/{port}")
-    newly.sort()
-    return BlastRadius(len(newly), tuple(newly[:BLAST_EXAMPLES]))
+    return Connection(blast.refresh(state, conn.source), blast.refresh(state, conn.destination), conn.port,
+                      conn.protocol)

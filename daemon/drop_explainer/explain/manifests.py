@@ -73,5 +73,9 @@ def policy_json(p: NetworkPolicy) -> dict[str, Any]:
     }
 
 
+# libyaml's dumper: the pure one costs milliseconds per fix.
+_Dumper: Any = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
+
+
 def to_yaml(obj: dict[str, Any]) -> str:
-    return yaml.safe_dump(obj, sort_keys=False, default_flow_style=False)
+    return yaml.dump(obj, Dumper=_Dumper, sort_keys=False, default_flow_style=False)

@@ -69,6 +69,8 @@ class BlastRadius:
     count: int
     examples: tuple[str, ...]
     """The first few newly allowed combinations, as "ns/a -> ns/b TCP/80"."""
+    capped: bool = False
+    """The count stopped at the cap: the fix opens at least this many."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -39,7 +39,8 @@ def fix_json(f: Fix) -> dict[str, Any]:
     if f.namespace_labels:
         out["namespace_labels"] = [{"namespace": ns, "labels": dict(lb)} for ns, lb in f.namespace_labels.items()]
     if f.blast_radius is not None:
-        out["blast_radius"] = {"count": f.blast_radius.count, "examples": list(f.blast_radius.examples)}
+        out["blast_radius"] = {"count": f.blast_radius.count, "examples": list(f.blast_radius.examples),
+                               "capped": f.blast_radius.capped}
     return out
 
 
@@ -113,6 +114,7 @@ def _fix_text(f: Fix) -> list[str]:
     out = [f"Fix ({check}): {f.summary}"]
     if f.blast_radius is not None:
         more = f"; e.g. {', '.join(f.blast_radius.examples)}" if f.blast_radius.examples else ""
-        out.append(f"  It also newly allows {f.blast_radius.count} other connection(s) in this state{more}.")
+        least = "at least " if f.blast_radius.capped else ""
+        out.append(f"  It also newly allows {least}{f.blast_radius.count} other connection(s) in this state{more}.")
     out.append(_indent(f.apply).rstrip("\n"))
     return [*out, ""]
