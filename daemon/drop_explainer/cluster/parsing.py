@@ -176,7 +176,10 @@ def parse_selector(f: _Fields) -> o.LabelSelector:
 
 def parse_namespace(data: Mapping[str, Any], obj: str) -> o.Namespace:
     meta, name = _meta(_Fields(obj, data, ""))
-    return o.Namespace(name, meta.labels("labels"), meta.text("resourceVersion"))
+    # The API server always sets this label to the name (and keeps it so), so
+    # namespaceSelectors on it must match even when a saved file omits it.
+    labels = {**meta.labels("labels"), "kubernetes.io/metadata.name": name}
+    return o.Namespace(name, labels, meta.text("resourceVersion"))
 
 
 def _container(c: _Fields) -> o.Container:
@@ -219,7 +222,7 @@ def parse_pod(data: Mapping[str, Any], obj: str) -> o.Pod:
     f = _Fields(obj, data, "")
     meta, ns, name = _namespaced(f)
     spec, status = f.sub("spec"), f.sub("status")
-    ips = [_check_ip(status, "podIPs", p.text("ip", required=True) or "") for p in status.items("podIPs")]
+    ips = [_check_ip(p, "ip", p.text("ip", required=True) or "") for p in status.items("podIPs")]
     single = status.text("podIP")
     if single and not ips:
         ips = [_check_ip(status, "podIP", single)]

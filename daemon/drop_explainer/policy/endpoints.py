@@ -97,10 +97,17 @@ def resolve(state: ClusterState, ref: str) -> Subject:
 
 def same_family(source: Subject, destination: Subject) -> tuple[Subject, Subject]:
     """For dual-stack pods, pick addresses of one family so ipBlocks compare like with like."""
-    if source.pod is None or destination.ip is None or len(source.pod.ips) < 2:
+    if source.ip is None or destination.ip is None:
         return source, destination
-    want = ipaddress.ip_address(destination.ip).version
-    for ip in source.pod.ips:
-        if ipaddress.ip_address(ip).version == want:
-            return replace(source, ip=ip), destination
+    if source.pod is not None and len(source.pod.ips) >= 2:
+        want = ipaddress.ip_address(destination.ip).version
+        for ip in source.pod.ips:
+            if ipaddress.ip_address(ip).version == want:
+                return replace(source, ip=ip), destination
+    elif destination.pod is not None and len(destination.pod.ips) >= 2:
+        # A single-stack source can only speak its own family to a dual-stack pod.
+        want = ipaddress.ip_address(source.ip).version
+        for ip in destination.pod.ips:
+            if ipaddress.ip_address(ip).version == want:
+                return source, replace(destination, ip=ip)
     return source, destination
