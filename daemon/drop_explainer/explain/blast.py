@@ -22,6 +22,7 @@ from drop_explainer.policy.endpoints import Subject, SubjectKind, ip_subject, po
 from drop_explainer.policy.engine import Connection, Engine, ip_in_block, rules_of
 
 EXAMPLES = 5
+_NAME_LABEL = "kubernetes.io/metadata.name"
 CAP = 2000
 """Stop counting here: a fix that opens thousands of paths needs no exact figure to be rejected,
 and counting them all would cost more than the rest of the explanation."""
@@ -66,7 +67,10 @@ def _peer_pods(state: ClusterState, peer: Peer, policy_ns: str) -> Iterator[Pod]
         namespaces = [policy_ns]
     else:
         sel = peer.namespace_selector
-        namespaces = [n for n in state.pods_by_namespace if selectors.matches(sel, state.namespace_labels(n))]
+        named = dict(sel.match_labels).get(_NAME_LABEL)
+        # The fixes we write name their namespace: look it up instead of testing all of them.
+        pool = [named] if named is not None else list(state.pods_by_namespace)
+        namespaces = [n for n in pool if selectors.matches(sel, state.namespace_labels(n))]
     for ns in namespaces:
         for pod in state.pods_by_namespace.get(ns, ()):
             if not pod.host_network and pod.ips and (
