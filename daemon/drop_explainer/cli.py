@@ -38,8 +38,11 @@ def example_state_path() -> Path:
 
 
 def _add_state(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--state", metavar="PATH", help="YAML/JSON file or directory of Kubernetes objects "
-                   "(default: the bundled example incident; 'example' names it explicitly)")
+    p.add_argument("--state", metavar="PATH", help="YAML/JSON file or directory of Kubernetes objects; 'example' "
+                   "is the bundled incident (default: the cluster of the current kubeconfig context)")
+    p.add_argument("--kubeconfig", metavar="PATH", help="kubeconfig to read the cluster from (default: $KUBECONFIG "
+                   "or ~/.kube/config)")
+    p.add_argument("--context", metavar="NAME", help="kubeconfig context (default: the current one)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -74,10 +77,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _state(args: argparse.Namespace) -> ClusterState:
-    path = args.state
-    if path is None or path == "example":
-        path = example_state_path()
-    return load_state(path)
+    if args.state is None:
+        # As kubectl users expect: the cluster of the current context, one list of each kind.
+        from drop_explainer.cluster import kubeapi
+
+        return kubeapi.list_state(args.kubeconfig, args.context)
+    return load_state(example_state_path() if args.state == "example" else args.state)
 
 
 def cmd_whatif(args: argparse.Namespace, out: TextIO) -> int:

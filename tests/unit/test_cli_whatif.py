@@ -23,7 +23,7 @@ from referencing import Registry, Resource
 
 from drop_explainer import cli
 
-INCIDENT = ["whatif", "--from", "frontend/pod-a", "--to", "backend/pod-b", "--port", "8080"]
+INCIDENT = ["whatif", "--state", "example", "--from", "frontend/pod-a", "--to", "backend/pod-b", "--port", "8080"]
 
 
 def _schema(name: str) -> dict[str, Any]:
@@ -155,7 +155,7 @@ def test_batch_answers_every_line_in_order_and_goes_on_after_errors(
     """One JSON line per non-blank input line; bad lines become {error, line} objects."""
     batch = tmp_path / "queries.jsonl"
     batch.write_text("\n".join(line for line, _ in BATCH_LINES) + "\n", encoding="utf-8")
-    code, out = _run(["whatif", "--batch", str(batch)])
+    code, out = _run(["whatif", "--state", "example", "--batch", str(batch)])
     assert code == 0
     _check_batch(out, validator)
 
@@ -165,7 +165,7 @@ def test_batch_reads_standard_input(
 ) -> None:
     """--batch - reads the questions from stdin."""
     monkeypatch.setattr(sys, "stdin", io.StringIO("\n".join(line for line, _ in BATCH_LINES)))
-    code, out = _run(["whatif", "--batch", "-"])
+    code, out = _run(["whatif", "--state", "example", "--batch", "-"])
     assert code == 0
     _check_batch(out, validator)
 
@@ -176,7 +176,7 @@ def test_batch_with_explanations_still_fits_the_schema(
     """--explain adds an explanation to each verdict line; error lines are unchanged."""
     lines = [BATCH_LINES[0][0], BATCH_LINES[1][0]]
     monkeypatch.setattr(sys, "stdin", io.StringIO("\n".join(lines)))
-    code, out = _run(["whatif", "--batch", "-", "--explain"])
+    code, out = _run(["whatif", "--state", "example", "--batch", "-", "--explain"])
     verdict, error = (json.loads(line) for line in out.splitlines())
     assert code == 0
     validator.validate(verdict)
@@ -188,10 +188,13 @@ def test_batch_with_explanations_still_fits_the_schema(
 @pytest.mark.parametrize(
     "argv",
     [
-        pytest.param(["whatif", "--batch", "-", "--from", "frontend/pod-a"], id="batch-with-from"),
-        pytest.param(["whatif", "--from", "frontend/pod-a", "--to", "backend/pod-b"], id="missing-port"),
+        pytest.param(["whatif", "--state", "example", "--batch", "-", "--from", "frontend/pod-a"],
+                     id="batch-with-from"),
+        pytest.param(["whatif", "--state", "example", "--from", "frontend/pod-a", "--to", "backend/pod-b"],
+                     id="missing-port"),
         pytest.param([*INCIDENT[:-1], "70000"], id="port-out-of-range"),
-        pytest.param(["whatif", "--from", "frontend/ghost", "--to", "backend/pod-b", "--port", "80"],
+        pytest.param(["whatif", "--state", "example", "--from", "frontend/ghost", "--to", "backend/pod-b",
+                      "--port", "80"],
                      id="unknown-pod"),
     ],
 )
