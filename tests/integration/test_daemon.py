@@ -263,3 +263,36 @@ async def test_fan_out_asks_the_other_instance_and_names_the_one_that_is_down() 
     assert missing["nodes_missing"] == ["node-2"]
     assert status == 502
     assert "node-2 did not answer" in text
+
+
+async def test_sigterm_stops_in_order_and_flushes_what_was_counted(tmp_path: Path) -> None:
+    """SIGTERM right after the drops arrive (before the periodic flush): exit 0, every count on disk."""
+    store, port = str(tmp_path / "drops.db"), free_port()
+    proc = subprocess.Popen(_daemon_cmd("--source", "replay", "--replay-file", str(FLOWS), "--store-path", store,
+                                        "--port", str(port)), stderr=subprocess.DEVNULL)
+    try:
+        # Watch /metrics, not the drops: a drops query flushes the store, and this must not.
+        received = await eventually(lambda: _quiet(lambda: _received(port, 24)), timeout=20)
+        assert received, "the daemon never received the 24 recorded flows"
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        code = proc.wait(timeout=20)
+    assert code == 0
+    empty = tmp_path / "none.jsonl"
+    empty.write_text("")
+    port2 = free_port()
+    proc = subprocess.Popen(_daemon_cmd("--source", "replay", "--replay-file", str(empty), "--store-path", store,
+                                        "--port", str(port2)), stderr=subprocess.DEVNULL)
+    try:
+        after = await eventually(lambda: _quiet(lambda: two_drop_kinds(port2)), timeout=20)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+    assert after
+    assert sorted((d["signature"]["source_workload"], d["flows"], d["connections"]) for d in after["drops"]) == [
+        ("172.18.0.12", 6, 6), ("frontend/pod-a", 18, 3)]
+
+
+async def _received(port: int, count: int) -> bool:
+    _, text = await get(port, "/metrics")
+    return sum(samples(text, "drop_explainer_flows_received_total").values()) >= count
