@@ -34,7 +34,7 @@ from drop_explainer.sinks.base import Sink
 from drop_explainer.sinks.events import EventSettings, EventSink
 from drop_explainer.sinks.metrics import MetricsSink
 from drop_explainer.sinks.store import DropStore
-from drop_explainer.sources import flowfiles
+from drop_explainer.sources import dedup, flowfiles
 from drop_explainer.sources.hubble import HubbleSource
 
 log = logging.getLogger(__name__)
@@ -70,13 +70,15 @@ class ReplaySource:
         self.received = 0
 
     async def stream_flows(self) -> AsyncIterator[Flow]:
+        # Count double reports and retransmits as the live Hubble source does.
+        counter = dedup.FileCounter()
         for item in flowfiles.read_flows(self.path):
             if isinstance(item, flowfiles.MalformedRecord):
                 self.malformed += 1
                 log.warning("flow_malformed", extra={"file": self.path, "line": item.line_no, "reason": item.reason})
                 continue
             self.received += 1
-            yield item
+            yield counter.count(item)
             await asyncio.sleep(0)  # let the API answer while a large file replays
 
 

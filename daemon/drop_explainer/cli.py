@@ -142,15 +142,14 @@ def cmd_explain(args: argparse.Namespace, out: TextIO) -> int:
     malformed: list[str] = []
     # Hubble reports a denied packet twice and every SYN retransmit again;
     # count distinct packets and attempts as the live source does.
-    reports = dedup.ReportClassifier()
+    reports = dedup.FileCounter()
 
     def flows() -> Iterator[Flow]:
         for item in flowfiles.read_flows(args.flows):
             if isinstance(item, flowfiles.MalformedRecord):
                 malformed.append(f"line {item.line_no}: {item.reason}")
             else:
-                aggregate = item.origin == "calico" or item.packets > 1
-                yield item if aggregate else reports.count(item)
+                yield reports.count(item)
 
     grouped = grouping.group_drops(engine, flows())
     if args.output == "json":

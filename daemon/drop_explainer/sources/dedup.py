@@ -164,3 +164,18 @@ def _expire(table: OrderedDict[_K, int], horizon: int, max_entries: int) -> None
         if table[next(iter(table))] >= horizon and len(table) <= max_entries:
             return
         table.popitem(last=False)
+
+
+def is_aggregate(flow: model.Flow) -> bool:
+    """Records that already carry their own counts (Calico's buckets) are not reclassified."""
+    return flow.origin == "calico" or flow.packets > 1
+
+
+class FileCounter:
+    """Counts a saved flow file's records as the live Hubble source counts its stream."""
+
+    def __init__(self) -> None:
+        self._reports = ReportClassifier()
+
+    def count(self, flow: model.Flow) -> model.Flow:
+        return flow if is_aggregate(flow) else self._reports.count(flow)
