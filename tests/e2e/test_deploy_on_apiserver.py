@@ -19,27 +19,26 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import inspect
 import logging
 import subprocess
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import pytest
 import yaml
 from kubernetes import client
 from kubernetes.client import ApiClient
 from kubernetes.client.exceptions import ApiException
 
-from drop_explainer import app, cli
+from drop_explainer import cli
 from drop_explainer.hubble_pb import flow_pb2, observer_pb2
 from drop_explainer.settings import Settings, from_args
 from drop_explainer.sinks import events
 from drop_explainer.testing.hubble_server import FakeHubbleServer
+from tests.daemon_support import eventually, http_get, running
 from tests.deploy.deploy_support import KUSTOMIZATIONS, OVERLAYS, REPO, Tools, one, render
 from tests.harness import kubelet
 from tests.harness.apiserver import (
@@ -313,40 +312,6 @@ def daemon_settings(server: KubeApiServer, hubble_target: str, node: str) -> Set
         "--kubeconfig", str(server.daemon_kubeconfig), "--events", "true", "--hubble-target", hubble_target,
         "--store-path", ":memory:"])
     return from_args(args, env={})
-
-
-@contextlib.asynccontextmanager
-async def running(settings: Settings) -> AsyncIterator[app.Daemon]:
-    started: asyncio.Future[app.Daemon] = asyncio.get_running_loop().create_future()
-    task = asyncio.create_task(app.serve(settings, on_started=started.set_result))
-    done, _ = await asyncio.wait([started, task], timeout=20, return_when=asyncio.FIRST_COMPLETED)
-    if task in done:
-        task.result()
-    try:
-        yield started.result()
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
-
-
-async def eventually(check: Callable[[], Any], timeout: float = 20.0) -> Any:
-    """Poll check (plain or async) until it returns something truthy, or return the last answer."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = check()
-        if inspect.isawaitable(result):
-            result = await result
-        if result or time.monotonic() > deadline:
-            return result
-        await asyncio.sleep(0.1)
-
-
-async def http_get(port: int, path: str) -> tuple[int, str]:
-    with contextlib.suppress(aiohttp.ClientError):
-        async with aiohttp.ClientSession() as s, s.get(f"http://127.0.0.1:{port}{path}") as r:
-            return r.status, await r.text()
-    return 0, ""
 
 
 def workload(api: ApiClient, ns: str, node: str, net: str) -> None:

@@ -14,8 +14,7 @@ import signal
 import socket
 import subprocess
 import sys
-import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -24,59 +23,25 @@ import aiohttp
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from drop_explainer import app, cli, demo
+from drop_explainer import app, demo
 from drop_explainer.cluster.loading import load_state
 from drop_explainer.pipeline import StaticState
-from drop_explainer.settings import Settings, from_args
+from drop_explainer.settings import Settings
 from drop_explainer.testing.hubble_server import FakeHubbleServer, load_responses
+from tests.daemon_support import eventually, get_json, http_get, run_settings, running
 
 INCIDENT = demo.incident_dir()
 FLOWS = INCIDENT / "hubble-flows.jsonl"
 
 
-def make_settings(*argv: str) -> Settings:
-    args = cli.build_parser().parse_args(["run", "--listen", "127.0.0.1", "--port", "0", "--events", "false",
-                                          "--mode", "single", *argv])
-    return from_args(args, env={})
+def incident_daemon(settings: Settings) -> contextlib.AbstractAsyncContextManager[app.Daemon]:
+    return running(settings, StaticState(load_state(INCIDENT)))
 
 
-@contextlib.asynccontextmanager
-async def running(settings: Settings) -> AsyncIterator[app.Daemon]:
-    """The daemon as a task, up and listening; cancelled (as by SIGTERM) on exit."""
-    started: asyncio.Future[app.Daemon] = asyncio.get_running_loop().create_future()
-    task = asyncio.create_task(app.serve(settings, state=StaticState(load_state(INCIDENT)),
-                                         on_started=started.set_result))
-    done, _ = await asyncio.wait([started, task], timeout=10, return_when=asyncio.FIRST_COMPLETED)
-    if task in done:
-        task.result()
-    daemon = started.result()
-    try:
-        yield daemon
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
-
-
-async def get(port: int, path: str, **headers: str) -> tuple[int, str]:
-    async with aiohttp.ClientSession() as s, s.get(f"http://127.0.0.1:{port}{path}", headers=headers) as r:
-        return r.status, await r.text()
-
-
-async def get_json(port: int, path: str) -> Any:
-    async with aiohttp.ClientSession() as s, s.get(f"http://127.0.0.1:{port}{path}",
-                                                   headers={"Accept": "application/json"}) as r:
-        assert r.status == 200, await r.text()
-        return await r.json()
-
-
-async def eventually(check: Callable[[], Any], timeout: float = 10.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        result = await check()
-        if result or time.monotonic() > deadline:
-            return result
-        await asyncio.sleep(0.05)
+async def json_of(port: int, path: str) -> Any:
+    status, body = await get_json(port, path)
+    assert status == 200, body
+    return body
 
 
 def samples(text: str, name: str) -> dict[tuple[tuple[str, str], ...], float]:
@@ -95,19 +60,19 @@ def free_port() -> int:
 
 
 async def two_drop_kinds(port: int) -> Any:
-    body = await get_json(port, "/pods/pod-b/drops")
-    return body if len(body["drops"]) == 2 else None
+    status, body = await get_json(port, "/pods/pod-b/drops")
+    return body if status == 200 and len(body["drops"]) == 2 else None
 
 
 async def test_recorded_drops_are_explained_over_http_and_counted_in_metrics(tmp_path: Path) -> None:
     """Hubble server -> daemon: curl gets the explanation text, JSON gets the documented shape, /metrics counts."""
     async with FakeHubbleServer(load_responses(FLOWS), node_name="node-2") as hubble:
-        settings = make_settings("--hubble-target", hubble.target, "--store-path", str(tmp_path / "d.db"))
-        async with running(_with_history(settings)) as daemon:
+        settings = run_settings("--hubble-target", hubble.target, "--store-path", str(tmp_path / "d.db"))
+        async with incident_daemon(_with_history(settings)) as daemon:
             assert daemon.port is not None
             body = await eventually(lambda: two_drop_kinds(daemon.port or 0))
-            status, text = await get(daemon.port, "/pods/pod-b/drops")
-            _, metrics = await get(daemon.port, "/metrics")
+            status, text = await http_get(daemon.port, "/pods/pod-b/drops")
+            _, metrics = await http_get(daemon.port, "/metrics")
     assert status == 200
     assert "DENIED frontend/pod-a -> backend/pod-b TCP/8080" in text
     assert "[kubelet-probe]" in text
@@ -155,11 +120,11 @@ def _with_history(settings: Settings) -> Settings:
 )
 async def test_bad_queries_get_a_4xx_with_the_reason(path: str, status: int, fragment: str) -> None:
     """Invalid names, times, limits and parameters are refused with a reason, never a 500."""
-    async with FakeHubbleServer() as hubble, running(make_settings("--hubble-target", hubble.target,
+    async with FakeHubbleServer() as hubble, incident_daemon(run_settings("--hubble-target", hubble.target,
                                                                    "--store-path", ":memory:")) as daemon:
         assert daemon.port is not None
-        got, text = await get(daemon.port, path)
-        _, as_json = await get(daemon.port, path + ("&" if "?" in path else "?") + "format=json")
+        got, text = await http_get(daemon.port, path)
+        _, as_json = await http_get(daemon.port, path + ("&" if "?" in path else "?") + "format=json")
     assert got == status
     assert fragment in text
     assert fragment.split("'", maxsplit=1)[0] in as_json
@@ -167,12 +132,12 @@ async def test_bad_queries_get_a_4xx_with_the_reason(path: str, status: int, fra
 
 async def test_whatif_endpoint_answers_in_text_and_json() -> None:
     """GET /whatif explains the seed incident like the CLI does."""
-    async with FakeHubbleServer() as hubble, running(make_settings("--hubble-target", hubble.target,
+    async with FakeHubbleServer() as hubble, incident_daemon(run_settings("--hubble-target", hubble.target,
                                                                    "--store-path", ":memory:")) as daemon:
         assert daemon.port is not None
         q = "/whatif?from=frontend/pod-a&to=backend/pod-b&port=8080"
-        _, text = await get(daemon.port, q)
-        body = await get_json(daemon.port, q)
+        _, text = await http_get(daemon.port, q)
+        body = await json_of(daemon.port, q)
     assert text.startswith("DENIED frontend/pod-a -> backend/pod-b TCP/8080")
     assert body["allowed"] is False
     assert body["explanation"]["fixes"][0]["verified"] is True
@@ -182,15 +147,15 @@ async def test_history_survives_a_restart_of_the_daemon(tmp_path: Path) -> None:
     """Drops recorded before an orderly stop are answered by the next daemon from the same file."""
     store = str(tmp_path / "drops.db")
     async with (FakeHubbleServer(load_responses(FLOWS), node_name="node-2") as hubble,
-                running(_with_history(make_settings("--hubble-target", hubble.target,
+                incident_daemon(_with_history(run_settings("--hubble-target", hubble.target,
                                                     "--store-path", store))) as daemon):
         before = await eventually(lambda: two_drop_kinds(daemon.port or 0))
-    async with FakeHubbleServer() as empty, running(make_settings("--hubble-target", empty.target,
+    async with FakeHubbleServer() as empty, incident_daemon(run_settings("--hubble-target", empty.target,
                                                                   "--store-path", store)) as daemon:
         assert daemon.port is not None
-        after = await get_json(daemon.port, "/pods/pod-b/drops")
-        window = await get_json(daemon.port, "/drops?since=2026-11-26T02:00:00Z&until=2026-11-26T02:00:30Z")
-        later = await get_json(daemon.port, "/drops?since=2026-11-26T02:05:00Z&until=2026-11-26T02:10:00Z")
+        after = await json_of(daemon.port, "/pods/pod-b/drops")
+        window = await json_of(daemon.port, "/drops?since=2026-11-26T02:00:00Z&until=2026-11-26T02:00:30Z")
+        later = await json_of(daemon.port, "/drops?since=2026-11-26T02:05:00Z&until=2026-11-26T02:10:00Z")
     key = [(d["id"], d["flows"], d["connections"]) for d in before["drops"]]
     assert sorted(key) == sorted((d["id"], d["flows"], d["connections"]) for d in after["drops"])
     # The recorded drops all fall in minute 02:00; windows count whole minutes at their edges.
@@ -213,23 +178,29 @@ async def test_a_kill_9_loses_nothing_that_was_committed(tmp_path: Path) -> None
         before = await eventually(lambda: _quiet(lambda: two_drop_kinds(port)), timeout=20)
         assert before, "the daemon never showed the drops"
         await asyncio.sleep(1.5)  # one flush interval: counts of repeats are committed too
-        before = await get_json(port, "/pods/pod-b/drops")
+        before = await json_of(port, "/pods/pod-b/drops")
     finally:
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait()
+    after = await _restarted_on(store, tmp_path)
+    assert sorted((d["id"], d["flows"]) for d in before["drops"]) == sorted((d["id"], d["flows"])
+                                                                           for d in after["drops"])
+
+
+async def _restarted_on(store: str, tmp_path: Path) -> Any:
+    """A new daemon process on the same store file, with no new flows: what it answers."""
     empty = tmp_path / "none.jsonl"
     empty.write_text("")
-    port2 = free_port()
+    port = free_port()
     proc = subprocess.Popen(_daemon_cmd("--source", "replay", "--replay-file", str(empty), "--store-path", store,
-                                        "--port", str(port2)), stderr=subprocess.DEVNULL)
+                                        "--port", str(port)), stderr=subprocess.DEVNULL)
     try:
-        after = await eventually(lambda: _quiet(lambda: two_drop_kinds(port2)), timeout=20)
+        after = await eventually(lambda: _quiet(lambda: two_drop_kinds(port)), timeout=20)
     finally:
         proc.terminate()
         proc.wait(timeout=10)
-    assert after
-    assert sorted((d["id"], d["flows"]) for d in before["drops"]) == sorted((d["id"], d["flows"])
-                                                                           for d in after["drops"])
+    assert after, "the restarted daemon did not answer with the stored drops"
+    return after
 
 
 async def _quiet(check: Callable[[], Any]) -> Any:
@@ -243,18 +214,18 @@ async def test_fan_out_asks_the_other_instance_and_names_the_one_that_is_down() 
     port_a, port_b = free_port(), free_port()
     peers_a = f"node-2=http://127.0.0.1:{port_b}"
     async with FakeHubbleServer() as quiet, FakeHubbleServer(load_responses(FLOWS), node_name="node-2") as hubble:
-        a = make_settings("--hubble-target", quiet.target, "--store-path", ":memory:", "--mode", "daemonset",
+        a = run_settings("--hubble-target", quiet.target, "--store-path", ":memory:", "--mode", "daemonset",
                           "--node-name", "node-1", "--port", str(port_a), "--peers", peers_a, "--peer-timeout", "1")
-        b = _with_history(make_settings("--hubble-target", hubble.target, "--store-path", ":memory:",
+        b = _with_history(run_settings("--hubble-target", hubble.target, "--store-path", ":memory:",
                                         "--mode", "daemonset", "--node-name", "node-2", "--port", str(port_b),
                                         "--peers", f"node-1=http://127.0.0.1:{port_a}"))
-        async with running(a):
-            async with running(b):
+        async with incident_daemon(a):
+            async with incident_daemon(b):
                 via_a = await eventually(lambda: two_drop_kinds(port_a))
-                everything = await get_json(port_a, "/drops")
-                local_only = await get_json(port_a, "/drops?scope=local")
-            missing = await get_json(port_a, "/drops")
-            status, text = await get(port_a, "/pods/pod-b/drops")
+                everything = await json_of(port_a, "/drops")
+                local_only = await json_of(port_a, "/drops?scope=local")
+            missing = await json_of(port_a, "/drops")
+            status, text = await http_get(port_a, "/pods/pod-b/drops")
     assert via_a
     assert {d["reported_by"] for d in via_a["drops"]} == {"node-2"}
     assert len(everything["drops"]) == 2
@@ -278,21 +249,11 @@ async def test_sigterm_stops_in_order_and_flushes_what_was_counted(tmp_path: Pat
         proc.send_signal(signal.SIGTERM)
         code = proc.wait(timeout=20)
     assert code == 0
-    empty = tmp_path / "none.jsonl"
-    empty.write_text("")
-    port2 = free_port()
-    proc = subprocess.Popen(_daemon_cmd("--source", "replay", "--replay-file", str(empty), "--store-path", store,
-                                        "--port", str(port2)), stderr=subprocess.DEVNULL)
-    try:
-        after = await eventually(lambda: _quiet(lambda: two_drop_kinds(port2)), timeout=20)
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
-    assert after
+    after = await _restarted_on(store, tmp_path)
     assert sorted((d["signature"]["source_workload"], d["flows"], d["connections"]) for d in after["drops"]) == [
         ("172.18.0.12", 6, 6), ("frontend/pod-a", 18, 3)]
 
 
 async def _received(port: int, count: int) -> bool:
-    _, text = await get(port, "/metrics")
+    _, text = await http_get(port, "/metrics")
     return sum(samples(text, "drop_explainer_flows_received_total").values()) >= count

@@ -8,24 +8,21 @@ through the API changes the next explanation, as it would in a cluster.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import io
 import json
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
 from typing import Any
 
-import aiohttp
 import pytest
 from kubernetes import client
 from kubernetes.client import ApiClient
 
-from drop_explainer import app, cli
+from drop_explainer import cli
 from drop_explainer.hubble_pb import flow_pb2, observer_pb2
-from drop_explainer.settings import Settings, from_args
+from drop_explainer.settings import Settings
 from drop_explainer.testing.hubble_server import FakeHubbleServer
+from tests.daemon_support import eventually, get_json, http_get, run_settings, running
 from tests.harness import kubelet
 from tests.harness.apiserver import KubeApiServer
 
@@ -83,26 +80,8 @@ def test_cli_reads_the_live_cluster_and_a_label_fix_applied_through_the_api_chan
 
 
 def settings_for(kube_apiserver: KubeApiServer, hubble_target: str, node: str) -> Settings:
-    args = cli.build_parser().parse_args([
-        "run", "--listen", "127.0.0.1", "--port", "0", "--events", "false", "--mode", "single",
-        "--kubeconfig", str(kube_apiserver.admin_kubeconfig), "--hubble-target", hubble_target,
-        "--store-path", ":memory:", "--node-name", node])
-    return from_args(args, env={})
-
-
-@contextlib.asynccontextmanager
-async def daemon(settings: Settings) -> AsyncIterator[app.Daemon]:
-    started: asyncio.Future[app.Daemon] = asyncio.get_running_loop().create_future()
-    task = asyncio.create_task(app.serve(settings, on_started=started.set_result))
-    done, _ = await asyncio.wait([started, task], timeout=20, return_when=asyncio.FIRST_COMPLETED)
-    if task in done:
-        task.result()
-    try:
-        yield started.result()
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+    return run_settings("--kubeconfig", str(kube_apiserver.admin_kubeconfig), "--hubble-target", hubble_target,
+                        "--store-path", ":memory:", "--node-name", node)
 
 
 def syn(frontend: str, backend: str, port: int, at_ns: int) -> observer_pb2.GetFlowsResponse:
@@ -119,30 +98,15 @@ def syn(frontend: str, backend: str, port: int, at_ns: int) -> observer_pb2.GetF
     return observer_pb2.GetFlowsResponse(flow=flow, node_name="node")
 
 
-async def get_json(port: int, path: str) -> Any:
-    sep = "&" if "?" in path else "?"
-    async with aiohttp.ClientSession() as s, s.get(f"http://127.0.0.1:{port}{path}{sep}format=json") as r:
-        return r.status, await r.json()
-
-
-async def eventually(check: Callable[[], Any], timeout: float = 20.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        result = await check()
-        if result or time.monotonic() > deadline:
-            return result
-        await asyncio.sleep(0.1)
-
-
 async def test_daemon_explains_a_recorded_drop_and_a_policy_fix_through_the_api_changes_the_next_one(
         kube_apiserver: KubeApiServer, admin_api_client: ApiClient) -> None:
     """Watches -> explanation naming the real policy; the fix applied via the API -> the engine now disagrees."""
     tag = uuid.uuid4().hex[:6]
     frontend, backend = incident(admin_api_client, tag, selector={"kubernetes.io/metadata.name": "kube-system"})
     async with FakeHubbleServer(node_name="node") as hubble, \
-            daemon(settings_for(kube_apiserver, hubble.target, f"node-{tag}")) as d:
+            running(settings_for(kube_apiserver, hubble.target, f"node-{tag}")) as d:
         assert d.port is not None
-        ready = await eventually(lambda: _status(d.port or 0, "/readyz", 200))
+        ready = await eventually(lambda: _is_ready(d.port or 0))
         assert ready, "the daemon never became ready against the real API server"
         await hubble.wait_for_followers()
         hubble.push(syn(frontend, backend, 41000, time.time_ns()))
@@ -171,11 +135,9 @@ async def test_daemon_explains_a_recorded_drop_and_a_policy_fix_through_the_api_
     assert any("stale" in c or "delay" in c for c in late["explanation"]["agreement"]["causes"])
 
 
-async def _status(port: int, path: str, want: int) -> bool:
-    with contextlib.suppress(aiohttp.ClientError):
-        async with aiohttp.ClientSession() as s, s.get(f"http://127.0.0.1:{port}{path}") as r:
-            return r.status == want
-    return False
+async def _is_ready(port: int) -> bool:
+    status, _ = await http_get(port, "/readyz")
+    return status == 200
 
 
 async def _drops(port: int, path: str, count: int) -> list[dict[str, Any]] | None:
