@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
@@ -112,8 +113,13 @@ def policy_history_note(live: LiveState) -> Callable[[Flow, Explanation], Explan
     return annotate
 
 
+YIELD_EVERY = 256
+"""Flows processed between two yields to the event loop, so the API answers during a backlog."""
+
+
 async def _consume(daemon: Daemon) -> None:
     name = "hubble" if isinstance(daemon.source, HubbleSource) else "replay"
+    count = 0
     async for flow in daemon.source.stream_flows():
         if daemon.live is not None and not daemon.live.ready:
             # Explaining against a half-listed cluster would blame the wrong
@@ -121,6 +127,9 @@ async def _consume(daemon: Daemon) -> None:
             await daemon.live.wait_ready()
         daemon.metrics.flow_received(name)
         daemon.pipeline.process(flow)
+        count += 1
+        if count % YIELD_EVERY == 0:
+            await asyncio.sleep(0)
     log.info("source_finished", extra={"source": name})
 
 
@@ -149,7 +158,15 @@ class _SourceStats:
 
 async def _export_health(daemon: Daemon) -> None:
     stats = _SourceStats()
+    generation = None
     while True:
+        snapshot = daemon.state.snapshot()
+        if snapshot.generation != generation:
+            # A snapshot lives long and holds hundreds of thousands of objects; frozen, the
+            # cyclic collector stops walking them (its full passes paused the loop ~300 ms).
+            # Snapshots are acyclic, so reference counting still frees the old ones.
+            gc.freeze()
+            generation = snapshot.generation
         m, src = daemon.metrics, daemon.source
         if isinstance(src, HubbleSource):
             s = src.stats

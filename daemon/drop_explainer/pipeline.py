@@ -61,7 +61,8 @@ class Pipeline:
         self.state = state
         self.store = store
         self.sinks = list(sinks)
-        self.cache = cache or ExplanationCache()
+        # `or` would replace an empty cache (it has __len__) with a new one the metrics never see.
+        self.cache = cache if cache is not None else ExplanationCache()
         self.annotate = annotate
         self._observe = observe_latency
         self._on_sink_error = on_sink_error

@@ -62,6 +62,7 @@ OPTIONS: tuple[Option, ...] = (
     Option("hubble-tls-server-name", "", "Server name to verify instead of the target host."),
     Option("hubble-verdicts", ("DROPPED", "AUDIT"), "Verdicts to ask Hubble for (comma separated).", _csv),
     Option("hubble-node-names", (), "Only these nodes' flows (through relay; comma separated).", _csv),
+    Option("hubble-transport", "h2", "gRPC client: h2 (fast, reads many messages per read) or grpcio."),
     Option("replay-file", "", "With source=replay: a flow file (our JSON lines, hubble observe, exporter)."),
     Option("state", "", "A saved cluster state (file or directory) instead of the Kubernetes API."),
     Option("kubeconfig", "", "Kubeconfig path; empty: in-cluster config, else ~/.kube/config."),
@@ -166,8 +167,10 @@ def from_args(args: argparse.Namespace, env: Mapping[str, str] | None = None) ->
     if v["hubble_tls_ca"] or v["hubble_tls_cert"]:
         tls = TlsSettings(v["hubble_tls_ca"] or None, v["hubble_tls_cert"] or None, v["hubble_tls_key"] or None,
                           v["hubble_tls_server_name"] or None)
+    if v["hubble_transport"] not in ("h2", "grpcio"):
+        raise SettingsError(f"--hubble-transport: expected h2 or grpcio, got {v['hubble_transport']!r}")
     hubble = HubbleSettings(target=v["hubble_target"], tls=tls, verdicts=tuple(v["hubble_verdicts"]),
-                            node_names=tuple(v["hubble_node_names"]))
+                            node_names=tuple(v["hubble_node_names"]), transport=v["hubble_transport"])
     return Settings(
         node_name=v["node_name"] or env.get("NODE_NAME", ""),
         source=v["source"],
