@@ -34,6 +34,7 @@ from drop_explainer.settings import Settings
 from drop_explainer.sinks.base import Sink
 from drop_explainer.sinks.events import EventSettings, EventSink
 from drop_explainer.sinks.metrics import MetricsSink
+from drop_explainer.sinks.radius import RadiusSink
 from drop_explainer.sinks.store import DropStore
 from drop_explainer.sources import dedup, flowfiles
 from drop_explainer.sources.hubble import HubbleSource
@@ -248,11 +249,14 @@ async def serve(settings: Settings, *, state: StateSource | None = None,
         if settings.events and client is not None:
             events = EventSink(client, EventSettings(instance=settings.node_name or "drop-explainer"))
             sinks.append(("events", events))
-        cache = ExplanationCache()
+        # The blast radius of a new drop's fix is completed by the radius sink, off the flow path.
+        cache = ExplanationCache(blast_radius=False)
         metrics.register_explanation_cache(cache)
         pipeline = Pipeline(state, store=store, sinks=sinks, cache=cache,
                             annotate=policy_history_note(live) if live is not None else None,
                             observe_latency=metrics.observe_explain, on_sink_error=metrics.sink_error)
+        radius = RadiusSink(pipeline.engine, store.update_explanation)
+        pipeline.sinks.append(("blast-radius", radius))
         peers = Peers(settings.peers, settings.node_name, state.snapshot)
         daemon = Daemon(settings, registry, metrics, store, state, pipeline, peers, make_source(settings),
                         live, events)
@@ -263,6 +267,7 @@ async def serve(settings: Settings, *, state: StateSource | None = None,
             tg.create_task(_flush_forever(daemon), name="store-flush")
             tg.create_task(_export_health(daemon), name="health")
             tg.create_task(_consume(daemon), name="source")
+            tg.create_task(radius.run(), name="blast-radius")
             if live is not None:
                 tg.create_task(live.run(), name="watches")
             if events is not None:

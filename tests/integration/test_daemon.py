@@ -71,12 +71,15 @@ async def test_recorded_drops_are_explained_over_http_and_counted_in_metrics(tmp
         async with incident_daemon(_with_history(settings)) as daemon:
             assert daemon.port is not None
             body = await eventually(lambda: two_drop_kinds(daemon.port or 0))
+            # The blast radius of each fix is completed in the background, then stored.
+            body = await eventually(lambda: _radius_known(daemon.port or 0))
             status, text = await http_get(daemon.port, "/pods/pod-b/drops")
             _, metrics = await http_get(daemon.port, "/metrics")
     assert status == 200
     assert "DENIED frontend/pod-a -> backend/pod-b TCP/8080" in text
     assert "[kubelet-probe]" in text
     assert "kubectl apply -f -" in text
+    assert "It also newly allows 0 other connection(s)" in text
     by_source = {d["signature"]["source_workload"]: d for d in body["drops"]}
     assert by_source["frontend/pod-a"]["flows"] == 18
     assert by_source["frontend/pod-a"]["connections"] == 3
@@ -87,6 +90,12 @@ async def test_recorded_drops_are_explained_over_http_and_counted_in_metrics(tmp
     assert sum(conns.values()) == 9  # 3 attempts of pod-a, 6 probes
     new = samples(metrics, "drop_explainer_new_drop_signatures_total")
     assert sorted(dict(k)["trap"] for k in new) == ["", "kubelet-probe"]
+
+
+async def _radius_known(port: int) -> Any:
+    body = await two_drop_kinds(port)
+    ready = body and all("blast_radius" in f for d in body["drops"] for f in d["explanation"]["fixes"])
+    return body if ready else None
 
 
 def _with_history(settings: Settings) -> Settings:

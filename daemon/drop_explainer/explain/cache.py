@@ -35,8 +35,10 @@ def flow_key(flow: Flow) -> Key:
 class ExplanationCache:
     """A bounded LRU of explanations, keyed by (state generation, flow key)."""
 
-    def __init__(self, size: int = 4096) -> None:
+    def __init__(self, size: int = 4096, *, blast_radius: bool = True) -> None:
         self.size = size
+        self.blast_radius = blast_radius
+        """False in the daemon: the radius is completed off the flow path."""
         self.hits = 0
         self.misses = 0
         self._items: OrderedDict[Key, Explanation] = OrderedDict()
@@ -50,7 +52,7 @@ class ExplanationCache:
             self._items.move_to_end(key)
             return found if found.flow is flow else replace(found, flow=flow)
         self.misses += 1
-        expl = explain_flow(engine, flow)
+        expl = explain_flow(engine, flow, blast_radius=self.blast_radius)
         if annotate is not None:
             expl = annotate(flow, expl)
         self._items[key] = expl

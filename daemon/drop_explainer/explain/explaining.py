@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 from drop_explainer.cluster.objects import Pod, PolicyType
-from drop_explainer.explain import fixes, tracing, traps
+from drop_explainer.explain import calico, fixes, tracing, traps
 from drop_explainer.explain.model import Agreement, Explanation, PolicyTrace
 from drop_explainer.explain.reasons import describe_drop_reason
 from drop_explainer.flows.model import Direction, DropKind, Endpoint, EndpointKind, Flow, Verdict
@@ -29,7 +29,7 @@ class UnexplainableFlow(ValueError):
 
 
 def explain_connection(engine: Engine, conn: Connection, flow: Flow | None = None,
-                       notes: tuple[str, ...] = ()) -> Explanation:
+                       notes: tuple[str, ...] = (), *, blast_radius: bool = True) -> Explanation:
     verdict = engine.evaluate(conn)
     traces: tuple[PolicyTrace, ...] = ()
     if not verdict.egress.allowed:
@@ -37,13 +37,13 @@ def explain_connection(engine: Engine, conn: Connection, flow: Flow | None = Non
     if not verdict.ingress.allowed:
         traces += tracing.trace_direction(engine, conn, PolicyType.INGRESS)
     found = traps.detect(engine, conn, traces, flow) if traces else ()
-    plan = fixes.plan(engine, conn, traces) if traces else ()
+    plan = fixes.plan(engine, conn, traces, radius=blast_radius) if traces else ()
     agreement = _agreement(verdict, flow)
     expl = Explanation(conn, verdict, "", traces, tracing.closest_rule(traces), found, plan, agreement, flow, notes)
     return replace(expl, headline=headline(expl))
 
 
-def explain_flow(engine: Engine, flow: Flow) -> Explanation:
+def explain_flow(engine: Engine, flow: Flow, *, blast_radius: bool = True) -> Explanation:
     """Explain what the CNI reported; a non-policy drop is not blamed on policies."""
     conn, notes = flow_connection(engine, flow)
     if flow.verdict is Verdict.DROPPED and flow.drop_kind is DropKind.OTHER:
@@ -55,7 +55,19 @@ def explain_flow(engine: Engine, flow: Flow) -> Explanation:
     if flow.is_reply:
         notes += ("the CNI marked this packet as a reply; replies of allowed connections are never dropped by "
                   "NetworkPolicy, so the connection itself was probably opened before a policy change",)
-    return explain_connection(engine, conn, flow, notes)
+    return calico.with_attribution(explain_connection(engine, conn, flow, notes, blast_radius=blast_radius))
+
+
+def complete(engine: Engine, expl: Explanation) -> Explanation:
+    """The explanation with the blast radius of its fixes computed (the daemon defers it).
+
+    The plan is made again with the radius known, so where a namespace label
+    turns out to open more than a rule, the rule is what the completed
+    explanation proposes.
+    """
+    if not expl.fixes or all(f.blast_radius is not None or not f.verified for f in expl.fixes):
+        return expl
+    return replace(expl, fixes=fixes.plan(engine, expl.connection, expl.denying, radius=True))
 
 
 def flow_connection(engine: Engine, flow: Flow) -> tuple[Connection, tuple[str, ...]]:
@@ -81,6 +93,8 @@ def _subject(engine: Engine, ep: Endpoint, notes: list[str]) -> Subject:
         notes.append(f"pod {ep.namespace}/{ep.pod} is not in the cluster state; its labels are taken from the flow")
         ghost = Pod(ep.namespace, ep.pod, dict(ep.labels), (ep.ip,) if ep.ip else ())
         return endpoints.pod_subject(state, ghost, ep.ip)
+    if ep.ip is None and ep.namespace and ep.pod_prefix:  # Calico's aggregated name: nginx-86c57db685-*
+        return calico.prefix_subject(state, ep.namespace, ep.pod_prefix, ep.labels, notes)
     if ep.ip is None:
         raise UnexplainableFlow(f"endpoint of kind {ep.kind} has neither a pod nor an address")
     subject = endpoints.ip_subject(state, ep.ip)
@@ -140,4 +154,4 @@ def headline(e: Explanation) -> str:
     return f"DENIED {what}: {'; '.join(parts)}{trap}"
 
 
-__all__ = ["UnexplainableFlow", "explain_connection", "explain_flow", "flow_connection", "headline"]
+__all__ = ["UnexplainableFlow", "complete", "explain_connection", "explain_flow", "flow_connection", "headline"]

@@ -174,12 +174,15 @@ def _types_change(engine: Engine, conn: Connection, direction: PolicyType) -> Ch
     return None
 
 
-def plan(engine: Engine, conn: Connection, traces: tuple[PolicyTrace, ...]) -> tuple[Fix, ...]:
+def plan(engine: Engine, conn: Connection, traces: tuple[PolicyTrace, ...], *,
+         radius: bool = True) -> tuple[Fix, ...]:
     """The changes, one per denying direction, checked together against the engine.
 
     Where a missing namespace label is the trap, labelling the namespace is
     the natural fix, unless the label opens more than a rule would: then the
     rule is proposed and the summary says what the label would have cost.
+    Without ``radius`` the fixes are still checked, but their blast radius
+    (the costly part) is left for later.
     """
     directions = [d for d in (PolicyType.EGRESS, PolicyType.INGRESS)
                   if any(t.direction == d.value.lower() for t in traces)]
@@ -187,7 +190,7 @@ def plan(engine: Engine, conn: Connection, traces: tuple[PolicyTrace, ...]) -> t
                for d in directions]
     if not changes:
         return ()
-    fixes = _checked(engine, conn, changes)
+    fixes = _checked(engine, conn, changes, radius=radius)
     broad = changes[0].labels or (changes[0].fix is not None and changes[0].fix.kind == "add-port")
     if len(changes) == 1 and broad and fixes[0].blast_radius is not None:
         alternative = _checked(engine, conn, [_rule_change(engine, conn, directions[0], traces, widen=False)])
@@ -200,14 +203,14 @@ def plan(engine: Engine, conn: Connection, traces: tuple[PolicyTrace, ...]) -> t
     return fixes
 
 
-def _checked(engine: Engine, conn: Connection, changes: list[Change]) -> tuple[Fix, ...]:
+def _checked(engine: Engine, conn: Connection, changes: list[Change], *, radius: bool = True) -> tuple[Fix, ...]:
     state = engine.state
     for change in changes:
         state = change.apply(state)
     after = Engine(state)
     verified = after.evaluate(_reresolve(after.state, conn)).allowed
-    radius = blast.blast_radius(engine, after, conn, changes) if verified else None
-    return tuple(replace(c.fix, verified=verified, blast_radius=radius) for c in changes if c.fix is not None)
+    opened = blast.blast_radius(engine, after, conn, changes) if verified and radius else None
+    return tuple(replace(c.fix, verified=verified, blast_radius=opened) for c in changes if c.fix is not None)
 
 
 def _reresolve(state: ClusterState, conn: Connection) -> Connection:

@@ -112,6 +112,8 @@ def _fix_text(f: Fix) -> list[str]:
     check = "checked: the engine allows the connection with this change" if f.verified else \
         "NOT verified: the engine still denies the connection with this change"
     out = [f"Fix ({check}): {f.summary}"]
+    if f.blast_radius is None and f.verified:
+        out.append("  What else it allows (its blast radius) is being computed.")
     if f.blast_radius is not None:
         more = f"; e.g. {', '.join(f.blast_radius.examples)}" if f.blast_radius.examples else ""
         least = "at least " if f.blast_radius.capped else ""

@@ -51,6 +51,7 @@ from pathlib import Path
 from typing import Any, Final, Self, TypeAlias
 
 from drop_explainer.explain import rendering
+from drop_explainer.explain.model import Explanation
 from drop_explainer.flows import codec
 from drop_explainer.flows.model import Flow
 from drop_explainer.sinks import errors
@@ -102,6 +103,7 @@ _COLUMNS: Final = ("s.id, s.source_workload, s.destination, s.port, s.protocol, 
 _FROM: Final = "FROM signatures s JOIN explanations e ON e.sig_id = s.id"
 _INSERT: Final = f"INSERT INTO signatures VALUES ({', '.join('?' * 16)})"
 _INSERT_EXPLANATION: Final = "INSERT INTO explanations (sig_id, json, text) VALUES (?, ?, ?)"
+_UPDATE_EXPLANATION: Final = "UPDATE explanations SET json = ?, text = ? WHERE sig_id = ?"
 _UPDATE: Final = ("UPDATE signatures SET flows = ?, packets = ?, connections = ?, first_seen_ns = ?, "
                   "last_seen_ns = ?, nodes = ? WHERE id = ?")
 _INSERT_SAMPLE: Final = "INSERT OR IGNORE INTO samples (sig_id, seq, flow_json) VALUES (?, ?, ?)"
@@ -325,6 +327,21 @@ class DropStore:
         sql = (f"SELECT {_COLUMNS}, {extra} {_FROM} {'WHERE ' if where else ''}{' AND '.join(where)} "
                "ORDER BY s.last_seen_ns DESC, s.id LIMIT ?")
         return self._select(sql, [*window, *window, *args, limit])
+
+    def update_explanation(self, sid: str, explanation: Explanation) -> bool:
+        """Replace a stored explanation by its completed form (the blast radius computed later).
+
+        False when the signature is gone (evicted or pruned meanwhile).
+        """
+        if sid not in self._aggs:
+            return False
+        doc = json.dumps(rendering.explanation_json(explanation), separators=(",", ":"))
+        text = rendering.explanation_text(explanation)
+        def write() -> None:
+            self._db.execute(_UPDATE_EXPLANATION, (doc, text, sid))
+
+        self._commit((), write)
+        return True
 
     def pods_named(self, name: str) -> list[str]:
         """Namespaces that have an affected pod of this name (the API answers 409 when there are several)."""

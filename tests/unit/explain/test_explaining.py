@@ -14,7 +14,7 @@ from drop_explainer.cluster.loading import parse_documents
 from drop_explainer.cluster.state import ClusterState
 from drop_explainer.explain import fixes
 from drop_explainer.explain.cache import ExplanationCache
-from drop_explainer.explain.explaining import explain_connection, explain_flow
+from drop_explainer.explain.explaining import complete, explain_connection, explain_flow
 from drop_explainer.explain.rendering import explanation_json, explanation_text
 from drop_explainer.flows import codec
 from drop_explainer.flows.model import Direction, DropKind, Endpoint, EndpointKind, Flow, PolicyHit, Protocol, Verdict
@@ -208,3 +208,12 @@ def test_explanation_json_carries_policy_refs_and_stable_ids(engine: Engine, rep
                                "direction": "ingress", "rule": 0}
     assert data["fixes"][0]["objects"][0]["metadata"] == {"name": "default-deny", "namespace": "api"}
     assert data["flow"]["record"] == codec.RECORD
+
+
+def test_deferred_blast_radius_is_completed_to_the_inline_answer(engine: Engine) -> None:
+    """The daemon's fast path checks the fix but leaves the radius; complete() gives what inline gives."""
+    fast = explain_flow(engine, _drop(), blast_radius=False)
+    assert fast.fixes[0].verified
+    assert fast.fixes[0].blast_radius is None
+    assert "being computed" in explanation_text(fast)
+    assert complete(engine, fast).fixes == explain_flow(engine, _drop()).fixes
