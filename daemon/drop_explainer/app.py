@@ -14,9 +14,10 @@ import contextlib
 import gc
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Collection
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Protocol
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry
@@ -24,7 +25,7 @@ from prometheus_client import CollectorRegistry
 from drop_explainer.api import routes
 from drop_explainer.api.peers import Peers
 from drop_explainer.cluster import kubeapi
-from drop_explainer.cluster.live import LiveState
+from drop_explainer.cluster.live import LiveState, PolicyChange
 from drop_explainer.cluster.loading import load_state
 from drop_explainer.explain.cache import ExplanationCache
 from drop_explainer.explain.model import Explanation
@@ -93,7 +94,11 @@ def make_source(settings: Settings) -> HubbleSource | ReplaySource:
     return HubbleSource(settings.hubble)
 
 
-def policy_history_note(live: LiveState) -> Callable[[Flow, Explanation], Explanation]:
+class PolicyHistory(Protocol):
+    def policy_changes(self, since: float, *, policies: Collection[str] | None = None) -> tuple[PolicyChange, ...]: ...
+
+
+def policy_history_note(live: PolicyHistory) -> Callable[[Flow, Explanation], Explanation]:
     """Say when a drop began right after a deciding policy changed: the usual cause of a new drop."""
 
     def annotate(flow: Flow, expl: Explanation) -> Explanation:
