@@ -38,6 +38,7 @@ from drop_explainer.policy import endpoints
 from drop_explainer.policy.endpoints import Subject
 
 KUBERNETES_KIND: Final = "NetworkPolicy"
+"""The kind name the normalisers give the networking.k8s.io/v1 NetworkPolicy: the one kind the engine models."""
 _SHOWN: Final = 3
 _DENIES: Final = ("deny", "end-of-tier-deny")
 # What the API server appends to a generateName: five characters of this alphabet.
