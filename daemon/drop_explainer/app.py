@@ -17,7 +17,7 @@ import time
 from collections.abc import AsyncIterator, Callable, Collection
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Protocol
+from typing import Protocol, TypeAlias
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry
@@ -38,6 +38,7 @@ from drop_explainer.sinks.metrics import MetricsSink
 from drop_explainer.sinks.radius import RadiusSink
 from drop_explainer.sinks.store import DropStore
 from drop_explainer.sources import dedup, flowfiles
+from drop_explainer.sources.calico import FelixSocketSource, GoldmaneSource
 from drop_explainer.sources.hubble import HubbleSource
 
 log = logging.getLogger(__name__)
@@ -58,7 +59,7 @@ class Daemon:
     state: StateSource
     pipeline: Pipeline
     peers: Peers
-    source: HubbleSource | ReplaySource
+    source: Source
     live: LiveState | None = None
     events: EventSink | None = None
     port: int | None = None
@@ -85,7 +86,14 @@ class ReplaySource:
             await asyncio.sleep(0)  # let the API answer while a large file replays
 
 
-def make_source(settings: Settings) -> HubbleSource | ReplaySource:
+Source: TypeAlias = HubbleSource | GoldmaneSource | FelixSocketSource | ReplaySource
+
+
+def make_source(settings: Settings) -> Source:
+    if settings.source == "calico-goldmane":
+        return GoldmaneSource(settings.goldmane)
+    if settings.source == "calico-felix":
+        return FelixSocketSource(settings.felix)
     if settings.source == "replay":
         assert settings.replay_file is not None
         if not Path(settings.replay_file).exists():
@@ -119,12 +127,21 @@ def policy_history_note(live: PolicyHistory) -> Callable[[Flow, Explanation], Ex
     return annotate
 
 
+def source_name(source: Source) -> str:
+    """The ``source`` label of the metrics."""
+    if isinstance(source, HubbleSource):
+        return "hubble"
+    if isinstance(source, ReplaySource):
+        return "replay"
+    return "calico"
+
+
 YIELD_EVERY = 256
 """Flows processed between two yields to the event loop, so the API answers during a backlog."""
 
 
 async def _consume(daemon: Daemon) -> None:
-    name = "hubble" if isinstance(daemon.source, HubbleSource) else "replay"
+    name = source_name(daemon.source)
     count = 0
     async for flow in daemon.source.stream_flows():
         if daemon.live is not None and not daemon.live.ready:
@@ -174,18 +191,18 @@ async def _export_health(daemon: Daemon) -> None:
             gc.freeze()
             generation = snapshot.generation
         m, src = daemon.metrics, daemon.source
-        if isinstance(src, HubbleSource):
-            s = src.stats
-            m.source_connected("hubble", s.connected)
+        if not isinstance(src, ReplaySource):
+            s, name = src.stats, source_name(src)
+            m.source_connected(name, s.connected)
             for _ in range(stats.delta("reconnects", s.reconnects)):
-                m.source_reconnected("hubble")
+                m.source_reconnected(name)
             if n := stats.delta("overflow", s.overflow):
-                m.queue_overflowed("hubble", n)
+                m.queue_overflowed(name, n)
             for reason, count in list(s.skipped_by_reason.items()):
                 for _ in range(stats.delta(f"skip:{reason}", count)):
-                    m.flow_malformed("hubble", reason)
+                    m.flow_malformed(name, reason)
             if s.last_flow_time is not None:
-                m.flow_lag("hubble", max(0.0, time.time() - s.last_flow_time / 1e9))
+                m.flow_lag(name, max(0.0, time.time() - s.last_flow_time / 1e9))
         elif n := stats.delta("malformed", src.malformed):
             for _ in range(n):
                 m.flow_malformed("replay", "decode")

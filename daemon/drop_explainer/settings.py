@@ -13,9 +13,11 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from drop_explainer.sources import calico
 from drop_explainer.sources.hubble import DEFAULT_TARGET, HubbleSettings, TlsSettings
 
 ENV_PREFIX = "DROP_EXPLAINER_"
+SOURCES = ("hubble", "calico-goldmane", "calico-felix", "replay")
 
 
 class SettingsError(ValueError):
@@ -54,7 +56,7 @@ def _csv(text: str) -> tuple[str, ...]:
 
 OPTIONS: tuple[Option, ...] = (
     Option("node-name", "", "This instance's node (the DaemonSet sets it from spec.nodeName)."),
-    Option("source", "hubble", "Where flows come from: hubble or replay."),
+    Option("source", "hubble", "Where flows come from: hubble, calico-goldmane, calico-felix or replay."),
     Option("hubble-target", DEFAULT_TARGET, "Hubble gRPC target: unix:///path (node-local) or host:port (relay)."),
     Option("hubble-tls-ca", "", "CA file that signed the Hubble server certificate (enables TLS)."),
     Option("hubble-tls-cert", "", "Client certificate for mTLS (hubble-relay)."),
@@ -63,6 +65,12 @@ OPTIONS: tuple[Option, ...] = (
     Option("hubble-verdicts", ("DROPPED", "AUDIT"), "Verdicts to ask Hubble for (comma separated).", _csv),
     Option("hubble-node-names", (), "Only these nodes' flows (through relay; comma separated).", _csv),
     Option("hubble-transport", "h2", "gRPC client: h2 (fast, reads many messages per read) or grpcio."),
+    Option("goldmane-target", calico.DEFAULT_GOLDMANE_TARGET, "Calico Goldmane gRPC target (host:port)."),
+    Option("goldmane-tls-ca", "", "CA file that signed Goldmane's certificate."),
+    Option("goldmane-tls-cert", "", "Client certificate for Goldmane's mTLS (required by Goldmane)."),
+    Option("goldmane-tls-key", "", "Client key for Goldmane's mTLS."),
+    Option("goldmane-tls-server-name", "", "Server name to verify instead of the Goldmane target host."),
+    Option("felix-socket", calico.DEFAULT_FELIX_SOCKET, "Unix socket we serve for Felix's node-local flow reporter."),
     Option("replay-file", "", "With source=replay: a flow file (our JSON lines, hubble observe, exporter)."),
     Option("state", "", "A saved cluster state (file or directory) instead of the Kubernetes API."),
     Option("kubeconfig", "", "Kubeconfig path; empty: in-cluster config, else ~/.kube/config."),
@@ -108,6 +116,8 @@ class Settings:
     node_name: str
     source: str
     hubble: HubbleSettings
+    goldmane: calico.GoldmaneSettings
+    felix: calico.FelixSettings
     replay_file: str | None
     state_path: str | None
     kubeconfig: str | None
@@ -155,8 +165,11 @@ def from_args(args: argparse.Namespace, env: Mapping[str, str] | None = None) ->
     """Build and check the settings; raises SettingsError naming the bad option."""
     env = os.environ if env is None else env
     v = {opt.dest: _value(opt, args, env) for opt in OPTIONS}
-    if v["source"] not in ("hubble", "replay"):
-        raise SettingsError(f"--source: expected hubble or replay, got {v['source']!r}")
+    if v["source"] not in SOURCES:
+        raise SettingsError(f"--source: expected {', '.join(SOURCES)}, got {v['source']!r}")
+    if v["source"] == "calico-goldmane" and not (v["goldmane_tls_cert"] and v["goldmane_tls_key"]):
+        raise SettingsError("--source calico-goldmane needs --goldmane-tls-cert and --goldmane-tls-key: "
+                            "Goldmane accepts only mTLS clients")
     if v["source"] == "replay" and not v["replay_file"]:
         raise SettingsError("--replay-file is required with --source replay")
     if v["mode"] not in ("daemonset", "single"):
@@ -171,10 +184,17 @@ def from_args(args: argparse.Namespace, env: Mapping[str, str] | None = None) ->
         raise SettingsError(f"--hubble-transport: expected h2 or grpcio, got {v['hubble_transport']!r}")
     hubble = HubbleSettings(target=v["hubble_target"], tls=tls, verdicts=tuple(v["hubble_verdicts"]),
                             node_names=tuple(v["hubble_node_names"]), transport=v["hubble_transport"])
+    node_name = v["node_name"] or env.get("NODE_NAME", "")
+    gm_tls = None
+    if v["goldmane_tls_ca"] or v["goldmane_tls_cert"]:
+        gm_tls = calico.TlsSettings(v["goldmane_tls_ca"] or None, v["goldmane_tls_cert"] or None,
+                                    v["goldmane_tls_key"] or None, v["goldmane_tls_server_name"] or None)
     return Settings(
-        node_name=v["node_name"] or env.get("NODE_NAME", ""),
+        node_name=node_name,
         source=v["source"],
         hubble=hubble,
+        goldmane=calico.GoldmaneSettings(target=v["goldmane_target"], tls=gm_tls),
+        felix=calico.FelixSettings(socket_path=v["felix_socket"], node_name=node_name or None),
         replay_file=v["replay_file"] or None,
         state_path=v["state"] or None,
         kubeconfig=v["kubeconfig"] or None,

@@ -11,7 +11,7 @@ from typing import Any
 
 import jsonschema
 import pytest
-from deploy_support import DEPLOY, OVERLAYS, REPO, objects, one
+from deploy_support import OVERLAYS, REPO, objects, one
 
 K8S_VERSION = "1.36.0"
 """The Kubernetes version of the API-server harness (scripts/build-k8s-binaries.sh)."""
@@ -172,12 +172,10 @@ def test_arguments_are_options_the_daemon_accepts(overlay: str, rendered: dict[s
     _check_arguments(rendered[f"overlays/{overlay}"])
 
 
-@pytest.mark.xfail(strict=True, reason="the Calico source (issue 8) is not implemented: its flags do not exist yet. "
-                   "When this passes, remove the xfail and the PENDING notes in the calico overlays and docs.")
 @pytest.mark.parametrize("overlay", CALICO_OVERLAYS)
 def test_calico_arguments_are_options_the_daemon_accepts(overlay: str,
                                                          rendered: dict[str, list[dict[str, Any]]]) -> None:
-    """The planned Calico flags, once the source exists."""
+    """The Calico overlays' flags are options the daemon accepts."""
     _check_arguments(rendered[f"overlays/{overlay}"])
 
 
@@ -202,11 +200,8 @@ def test_hubble_overlays_point_at_their_source(rendered: dict[str, list[dict[str
     assert "--mode=single" in relay
 
 
-def test_calico_overlays_say_they_are_pending(rendered: dict[str, list[dict[str, Any]]]) -> None:
-    """Nobody mistakes the Calico overlays for working ones."""
-    for overlay in CALICO_OVERLAYS:
-        text = (DEPLOY / "overlays" / overlay / "kustomization.yaml").read_text()
-        assert "PENDING THE CALICO SOURCE (issue 8)" in text
+def test_calico_overlays_select_their_source_and_mount_goldmane_tls(rendered: dict[str, list[dict[str, Any]]]) -> None:
+    """Felix's socket per node, or Goldmane with the client certificate from its Secret."""
     assert "--source=calico-felix" in _args(rendered["overlays/calico-node"])
     goldmane = rendered["overlays/calico-goldmane"]
     assert "--source=calico-goldmane" in _args(goldmane)

@@ -22,7 +22,11 @@ Annotate = Callable[[Flow, Explanation], Explanation]
 
 
 def _end(e: Endpoint) -> tuple[str | None, ...]:
-    return (e.namespace, e.pod) if e.pod else (e.ip, str(e.kind))
+    if e.pod:
+        return (e.namespace, e.pod)
+    if e.pod_prefix:  # Calico's aggregate: no pod name and no address
+        return (e.namespace, f"{e.pod_prefix}*")
+    return (e.ip, str(e.kind))
 
 
 def flow_key(flow: Flow) -> Key:
