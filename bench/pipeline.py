@@ -43,10 +43,9 @@ drawn with ``--seed``; no two drawn connections share a drop signature.
    cache); once /metrics shows the store full and every flow received,
    VmRSS and VmHWM from /proc/PID/status. Target < 300 MB.
 
-Store prefills (3 and 4) go through the real pipeline and store, except that
-the fix plan of each explanation is borrowed from one real explanation
-(fixes.plan patched for the prefill only): explaining thousands of new drops
-for real costs minutes today (see 2), and the stored rows are the same size.
+Store prefills (3 and 4) go through the real pipeline and store, wired as the
+daemon wires it: each drop explained for real, its fix checked, the blast
+radius left to the radius worker (which a prefill does not run).
 
 Each in-process run also reports how late a 10 ms timer fired on the loop
 (``loop lag``: what an API request waits behind), the pauses of Python's
@@ -102,7 +101,6 @@ from drop_explainer import app, cli
 from drop_explainer.cluster.loading import parse_documents
 from drop_explainer.cluster.objects import Pod
 from drop_explainer.cluster.state import ClusterState
-from drop_explainer.explain import fixes as fixes_module
 from drop_explainer.explain.cache import ExplanationCache
 from drop_explainer.explain.explaining import complete, explain_flow
 from drop_explainer.flows import codec
@@ -370,25 +368,11 @@ def t0_ns() -> int:
     return time.time_ns() // (3600 * _NS) * 3600 * _NS
 
 
-@contextlib.contextmanager
-def borrowed_fix_plan(donor: tuple[Any, ...]) -> Iterator[None]:
-    """fixes.plan returns the donor's plan (for store prefills only; see the module docstring)."""
-    real = fixes_module.plan
-    fixes_module.plan = lambda engine, conn, traces: donor
-    try:
-        yield
-    finally:
-        fixes_module.plan = real
-
-
-def donor_fixes(state: ClusterState, denied: Denied) -> tuple[Any, ...]:
-    return explain_flow(Engine(state), to_flow(denied.template, t0_ns(), 40000)).fixes
-
-
-def prefill(path: str, state: ClusterState, denied: Sequence[Denied], donor: tuple[Any, ...], start_ns: int) -> int:
+def prefill(path: str, state: ClusterState, denied: Sequence[Denied], start_ns: int) -> int:
     """Record one drop of each connection through the real pipeline into the store file; returns its size."""
-    with DropStore(path) as store, borrowed_fix_plan(donor):
-        pipeline = Pipeline(StaticState(state), store=store, cache=ExplanationCache(size=16))
+    with DropStore(path) as store:
+        # Explained for real, as the daemon does on the flow path (fix checked, radius deferred).
+        pipeline = Pipeline(StaticState(state), store=store, cache=ExplanationCache(size=16, blast_radius=False))
         for i, d in enumerate(denied):
             pipeline.process(to_flow(d.template, start_ns + i * 1_000_000, 40000 + i % 20000))
         return store.size()
@@ -934,7 +918,7 @@ async def bench_latency(state: ClusterState, pool: DeniedPool, args: argparse.Na
     new = pool.take(int(args.new_rate * args.trickle_seconds) + 50)
     store_path = str(tmp / "latency.db")
     note(f"api latency: prefilling the store with {len(stored):,} signatures")
-    size = prefill(store_path, state, stored, donor_fixes(state, hot[0]), t0_ns() - 600 * _NS)
+    size = prefill(store_path, state, stored, t0_ns() - 600 * _NS)
     pods_path = tmp / "pods.json"
     pods_path.write_text(json.dumps(sorted({d.affected for d in hot})))
     spec = tmp / "live.json"
@@ -1014,7 +998,7 @@ def bench_rss(state: ClusterState, pool: DeniedPool, args: argparse.Namespace, t
     start = t0_ns()
     if stored:
         note(f"rss: prefilling the store file with {len(stored):,} signatures")
-        prefill(store_path, state, stored, donor_fixes(state, stored[0]), start - 3600 * _NS)
+        prefill(store_path, state, stored, start - 3600 * _NS)
     replay = tmp / "replay.jsonl"
     with replay.open("w", encoding="utf-8") as f:
         for i, d in enumerate(replayed):
