@@ -16,9 +16,10 @@ from typing import Protocol
 from drop_explainer.cluster.state import ClusterState
 from drop_explainer.explain.cache import Annotate, ExplanationCache
 from drop_explainer.explain.explaining import UnexplainableFlow
+from drop_explainer.explain.model import Explanation
 from drop_explainer.flows.model import Flow, Verdict
 from drop_explainer.policy.engine import Engine
-from drop_explainer.sinks.base import ExplainedDrop, Sink, signature_of
+from drop_explainer.sinks.base import DropSignature, ExplainedDrop, Sink, signature_of
 
 log = logging.getLogger(__name__)
 EXPLAINED = (Verdict.DROPPED, Verdict.AUDIT)
@@ -67,6 +68,7 @@ class Pipeline:
         self._observe = observe_latency
         self._on_sink_error = on_sink_error
         self._engine: Engine | None = None
+        self._signatures: dict[int, tuple[Explanation, DropSignature]] = {}
         self.unexplainable = 0
         self.processed = 0
 
@@ -82,6 +84,7 @@ class Pipeline:
         if flow.verdict not in EXPLAINED:
             return None
         engine = self.engine()
+        misses = self.cache.misses
         started = time.perf_counter()
         try:
             expl = self.cache.explain(engine, flow, self.annotate)
@@ -89,9 +92,10 @@ class Pipeline:
             self.unexplainable += 1
             log.debug("flow_unexplainable", extra={"reason": str(exc)})
             return None
-        if self._observe is not None:
+        if self._observe is not None and self.cache.misses != misses:
+            # Only fresh explanations: a cache hit costs microseconds and would bury them.
             self._observe(time.perf_counter() - started)
-        drop = ExplainedDrop(flow, expl, signature_of(flow, expl, engine.state))
+        drop = ExplainedDrop(flow, expl, self._signature(flow, expl, engine))
         if self.store is not None:
             new = self._record(drop)
             if new:
@@ -106,6 +110,20 @@ class Pipeline:
                     self._on_sink_error(name)
         self.processed += 1
         return drop
+
+    def _signature(self, flow: Flow, expl: Explanation, engine: Engine) -> DropSignature:
+        """Repeats share their (cached) explanation object, and so their signature.
+
+        The memo holds the explanation itself, so its id cannot be reused while the entry lives.
+        """
+        hit = self._signatures.get(id(expl))
+        if hit is not None and hit[0] is expl:
+            return hit[1]
+        sig = signature_of(flow, expl, engine.state)
+        if len(self._signatures) >= self.cache.size:
+            self._signatures.clear()
+        self._signatures[id(expl)] = (expl, sig)
+        return sig
 
     def _record(self, drop: ExplainedDrop) -> bool:
         assert self.store is not None

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import replace
 
 from drop_explainer.explain.explaining import explain_flow
 from drop_explainer.explain.model import Explanation
@@ -54,7 +53,9 @@ class ExplanationCache:
         if found is not None:
             self.hits += 1
             self._items.move_to_end(key)
-            return found if found.flow is flow else replace(found, flow=flow)
+            # The explanation of the first flow of its kind: a repeat asks the same question,
+            # and copying it per flow cost more than the rest of a repeat's way through.
+            return found
         self.misses += 1
         expl = explain_flow(engine, flow, blast_radius=self.blast_radius)
         if annotate is not None:
