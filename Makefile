@@ -37,6 +37,8 @@ bench: $(STAMP)
 	$(PY) bench/explain.py
 	$(PY) bench/hubble_stream.py
 	$(PY) bench/pipeline.py
+	$(PY) bench/store.py
+	$(PY) bench/calico.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
