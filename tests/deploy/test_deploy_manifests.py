@@ -107,7 +107,7 @@ def test_workload_is_hardened_pinned_and_probed(overlay: str, rendered: dict[str
     assert c["startupProbe"]["httpGet"] == {"path": "/healthz", "port": "http"}
     assert c["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "http"}
     assert c["ports"] == [{"name": "http", "containerPort": 8080, "protocol": "TCP"}]
-    assert c["resources"] == {"requests": {"cpu": "100m", "memory": "128Mi"}, "limits": {"cpu": "1", "memory": "384Mi"}}
+    assert c["resources"] == {"requests": {"cpu": "100m", "memory": "192Mi"}, "limits": {"cpu": "1", "memory": "384Mi"}}
     mounts = {m["mountPath"]: m for m in c["volumeMounts"]}
     assert {"/var/lib/drop-explainer", "/tmp"} <= set(mounts), "the store and /tmp are the only writable paths"
     assert pod["serviceAccountName"] == "drop-explainer"
