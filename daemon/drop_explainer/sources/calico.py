@@ -63,7 +63,7 @@ from google.protobuf import message as pb_message
 from drop_explainer.flows import model
 from drop_explainer.goldmane_pb import goldmane_pb2 as gm
 from drop_explainer.normalise import calico as normalise
-from drop_explainer.sources import errors
+from drop_explainer.sources import channels, errors
 
 log = logging.getLogger(__name__)
 
@@ -132,7 +132,7 @@ class GoldmaneSettings:
         if self.filter:
             filter_from_whisker_json(self.filter)
         if self.tls is not None:
-            _check_tls(self.tls)
+            channels.check_tls(self.tls)
 
 
 @dataclass(frozen=True, slots=True)
@@ -175,24 +175,6 @@ def _check_common(queue_size: int, initial: float, maximum: float) -> None:
         raise errors.ConfigError("queue_size: must be at least 1")
     if not 0 < initial <= maximum:
         raise errors.ConfigError("backoff: need 0 < backoff_initial_s <= backoff_max_s")
-
-
-def _check_tls(tls: TlsSettings) -> None:
-    if (tls.cert_file is None) != (tls.key_file is None):
-        raise errors.ConfigError("tls: cert_file and key_file go together (mTLS needs both)")
-    for setting, path in (("tls.ca_file", tls.ca_file), ("tls.cert_file", tls.cert_file),
-                          ("tls.key_file", tls.key_file)):
-        if path is not None:
-            _read(setting, path)
-
-
-def _read(setting: str, path: str) -> bytes:
-    try:
-        return Path(path).read_bytes()
-    except FileNotFoundError:
-        raise errors.MissingFileError(setting, path) from None
-    except OSError as exc:
-        raise errors.MissingFileError(setting, path, exc.strerror or str(exc)) from exc
 
 
 def filter_from_whisker(obj: Mapping[str, Any]) -> gm.Filter:
@@ -538,26 +520,8 @@ class GoldmaneSource(_CalicoSource):
                 extra={"target": target, "code": code.name, "details": details})
 
     def _channel(self) -> grpc.aio.Channel:
-        settings = self.settings
-        options: list[tuple[str, str | int]] = [
-            ("grpc.max_receive_message_length", settings.max_receive_bytes),
-            ("grpc.keepalive_time_ms", int(settings.keepalive_s * 1000)),
-            # One connection per stream, and our own backoff decides when to retry.
-            ("grpc.enable_retries", 0),
-            ("grpc.use_local_subchannel_pool", 1),
-        ]
-        tls = settings.tls
-        if tls is None:
-            return grpc.aio.insecure_channel(settings.target, options=options)
-        if tls.server_name:
-            options.append(("grpc.ssl_target_name_override", tls.server_name))
-            options.append(("grpc.default_authority", tls.server_name))
-        credentials = grpc.ssl_channel_credentials(
-            root_certificates=_read("tls.ca_file", tls.ca_file) if tls.ca_file else None,
-            private_key=_read("tls.key_file", tls.key_file) if tls.key_file else None,
-            certificate_chain=_read("tls.cert_file", tls.cert_file) if tls.cert_file else None,
-        )
-        return grpc.aio.secure_channel(settings.target, credentials, options=options)
+        s = self.settings
+        return channels.grpc_channel(s.target, s.tls, max_receive_bytes=s.max_receive_bytes, keepalive_s=s.keepalive_s)
 
 
 def _serialize(request: gm.FlowStreamRequest) -> bytes:

@@ -44,7 +44,6 @@ import ssl
 from collections import deque
 from collections.abc import AsyncGenerator
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Final, Literal
 
 import grpc
@@ -54,7 +53,7 @@ from google.protobuf import message as pb_message
 from drop_explainer.flows import model
 from drop_explainer.hubble_pb import flow_pb2, observer_pb2
 from drop_explainer.normalise import hubble as normalise
-from drop_explainer.sources import dedup, errors, grpc_h2
+from drop_explainer.sources import channels, dedup, errors, grpc_h2
 
 log = logging.getLogger(__name__)
 
@@ -136,25 +135,7 @@ class HubbleSettings:
             except ValueError as exc:
                 raise errors.ConfigError(f"target: {exc}") from None
         if self.tls is not None:
-            _check_tls(self.tls)
-
-
-def _check_tls(tls: TlsSettings) -> None:
-    if (tls.cert_file is None) != (tls.key_file is None):
-        raise errors.ConfigError("tls: cert_file and key_file go together (mTLS needs both)")
-    for setting, path in (("tls.ca_file", tls.ca_file), ("tls.cert_file", tls.cert_file),
-                          ("tls.key_file", tls.key_file)):
-        if path is not None:
-            _read(setting, path)
-
-
-def _read(setting: str, path: str) -> bytes:
-    try:
-        return Path(path).read_bytes()
-    except FileNotFoundError:
-        raise errors.MissingFileError(setting, path) from None
-    except OSError as exc:
-        raise errors.MissingFileError(setting, path, exc.strerror or str(exc)) from exc
+            channels.check_tls(self.tls)
 
 
 @dataclass(slots=True)
@@ -469,33 +450,15 @@ class HubbleSource:
 
     def _tls_context(self, tls: TlsSettings) -> ssl.SSLContext:
         """Built on every connect, so rotated certificates are picked up."""
-        ca = _read("tls.ca_file", tls.ca_file) if tls.ca_file else None
+        ca = channels.read_pem("tls.ca_file", tls.ca_file) if tls.ca_file else None
         for setting, path in (("tls.cert_file", tls.cert_file), ("tls.key_file", tls.key_file)):
             if path is not None:
-                _read(setting, path)
+                channels.read_pem(setting, path)
         return grpc_h2.client_tls_context(ca_pem=ca, cert_file=tls.cert_file, key_file=tls.key_file)
 
     def _channel(self) -> grpc.aio.Channel:
-        settings = self.settings
-        options: list[tuple[str, str | int]] = [
-            ("grpc.max_receive_message_length", settings.max_receive_bytes),
-            ("grpc.keepalive_time_ms", int(settings.keepalive_s * 1000)),
-            # One connection per stream, and our own backoff decides when to retry.
-            ("grpc.enable_retries", 0),
-            ("grpc.use_local_subchannel_pool", 1),
-        ]
-        tls = settings.tls
-        if tls is None:
-            return grpc.aio.insecure_channel(settings.target, options=options)
-        if tls.server_name:
-            options.append(("grpc.ssl_target_name_override", tls.server_name))
-            options.append(("grpc.default_authority", tls.server_name))
-        credentials = grpc.ssl_channel_credentials(
-            root_certificates=_read("tls.ca_file", tls.ca_file) if tls.ca_file else None,
-            private_key=_read("tls.key_file", tls.key_file) if tls.key_file else None,
-            certificate_chain=_read("tls.cert_file", tls.cert_file) if tls.cert_file else None,
-        )
-        return grpc.aio.secure_channel(settings.target, credentials, options=options)
+        s = self.settings
+        return channels.grpc_channel(s.target, s.tls, max_receive_bytes=s.max_receive_bytes, keepalive_s=s.keepalive_s)
 
 
 def _serialize(request: observer_pb2.GetFlowsRequest) -> bytes:
