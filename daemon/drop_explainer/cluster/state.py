@@ -35,6 +35,7 @@ class ClusterState:
     node_by_ip: Mapping[str, o.Node] = field(init=False)
     service_by_ip: Mapping[str, o.Service] = field(init=False)
     pods_by_name: Mapping[str, tuple[o.Pod, ...]] = field(init=False)
+    services_by_namespace: Mapping[str, tuple[o.Service, ...]] = field(init=False)
     pod_networks: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = field(init=False)
 
     def __post_init__(self) -> None:
@@ -54,6 +55,9 @@ class ClusterState:
             pol_ns[pol.namespace].append(pol)
         node_ip = {addr: n for n in self.nodes.values() for kind, addr in n.addresses if kind.endswith("IP")}
         svc_ip = {ip: s for s in self.services.values() for ip in s.cluster_ips}
+        svc_ns: dict[str, list[o.Service]] = defaultdict(list)
+        for svc in self.services.values():
+            svc_ns[svc.namespace].append(svc)
         nets = tuple(ipaddress.ip_network(c, strict=False) for n in self.nodes.values() for c in n.pod_cidrs)
         object.__setattr__(self, "pods_by_namespace", {k: tuple(v) for k, v in by_ns.items()})
         object.__setattr__(self, "pods_by_name", {k: tuple(v) for k, v in by_name.items()})
@@ -61,6 +65,7 @@ class ClusterState:
         object.__setattr__(self, "pod_by_ip", by_ip)
         object.__setattr__(self, "node_by_ip", node_ip)
         object.__setattr__(self, "service_by_ip", svc_ip)
+        object.__setattr__(self, "services_by_namespace", {k: tuple(v) for k, v in svc_ns.items()})
         object.__setattr__(self, "pod_networks", nets)
 
     @classmethod

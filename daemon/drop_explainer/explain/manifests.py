@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
+from functools import lru_cache
 from typing import Any
 
 from drop_explainer.cluster.objects import LabelSelector, NetworkPolicy, Peer, PolicyPort, Rule
@@ -81,12 +82,21 @@ def to_yaml(obj: Mapping[str, Any]) -> str:
     half of explaining a new drop. Strings that YAML could read as anything
     but a string are double-quoted (JSON's quoting is valid YAML).
     """
-    return "".join(_mapping(obj, 0))
+    out: list[str] = []
+    _mapping(obj, 0, out)
+    return "".join(out)
 
 
 _PLAIN = re.compile(r"[A-Za-z_][A-Za-z0-9_./-]*|\d{1,3}(\.\d{1,3}){3}(/\d{1,2})?")
 """Words and IPv4 addresses or CIDRs: YAML reads both back as the same string."""
 _RESERVED = {"true", "false", "yes", "no", "on", "off", "null", "y", "n"}
+
+
+@lru_cache(maxsize=4096)
+def _text(text: str) -> str:
+    if _PLAIN.fullmatch(text) and text.lower() not in _RESERVED:
+        return text
+    return json.dumps(text)
 
 
 def _scalar(value: object) -> str:
@@ -96,38 +106,35 @@ def _scalar(value: object) -> str:
         return str(value)
     if value is None:
         return "null"
-    text = str(value)
-    if _PLAIN.fullmatch(text) and text.lower() not in _RESERVED:
-        return text
-    return json.dumps(text)
+    return _text(str(value))
 
 
-def _mapping(obj: Mapping[str, Any], indent: int) -> Iterator[str]:
+def _mapping(obj: Mapping[str, Any], indent: int, out: list[str], lead: str | None = None) -> None:
+    """``lead`` replaces the indentation of the first key: "- " when the mapping is a list item."""
     pad = " " * indent
     for key, value in obj.items():
-        head = f"{pad}{_scalar(key)}:"
+        head = (pad if lead is None else lead) + _scalar(key) + ":"
+        lead = None
         if isinstance(value, Mapping) and value:
-            yield head + "\n"
-            yield from _mapping(value, indent + 2)
+            out.append(head + "\n")
+            _mapping(value, indent + 2, out)
         elif isinstance(value, list) and value:
-            yield head + "\n"
-            yield from _sequence(value, indent)
+            out.append(head + "\n")
+            _sequence(value, indent, out)
         else:
-            yield f"{head} {_empty(value)}\n"
+            out.append(f"{head} {_empty(value)}\n")
 
 
-def _sequence(items: list[Any], indent: int) -> Iterator[str]:
+def _sequence(items: list[Any], indent: int, out: list[str]) -> None:
     pad = " " * indent
     for item in items:
         if isinstance(item, Mapping) and item:
-            lines = list(_mapping(item, indent + 2))
-            yield pad + "- " + lines[0][indent + 2:]
-            yield from lines[1:]
+            _mapping(item, indent + 2, out, lead=pad + "- ")
         elif isinstance(item, list) and item:
-            yield pad + "-\n"
-            yield from _sequence(item, indent + 2)
+            out.append(pad + "-\n")
+            _sequence(item, indent + 2, out)
         else:
-            yield f"{pad}- {_empty(item)}\n"
+            out.append(f"{pad}- {_empty(item)}\n")
 
 
 def _empty(value: object) -> str:

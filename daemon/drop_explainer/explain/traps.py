@@ -168,8 +168,8 @@ def same_namespace_pod_selector(traces: tuple[PolicyTrace, ...], conn: Connectio
 
 
 def _services_of(engine: Engine, pod: Pod) -> Iterator[Service]:
-    for svc in engine.state.services.values():
-        if svc.namespace == pod.namespace and svc.selector and all(
+    for svc in engine.state.services_by_namespace.get(pod.namespace, ()):
+        if svc.selector and all(
             pod.labels.get(k) == v for k, v in svc.selector.items()
         ):
             yield svc
