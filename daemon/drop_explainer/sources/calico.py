@@ -50,7 +50,7 @@ import logging
 import os
 import random
 import stat
-from collections import OrderedDict, deque
+from collections import OrderedDict
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -63,7 +63,7 @@ from google.protobuf import message as pb_message
 from drop_explainer.flows import model
 from drop_explainer.goldmane_pb import goldmane_pb2 as gm
 from drop_explainer.normalise import calico as normalise
-from drop_explainer.sources import channels, errors
+from drop_explainer.sources import channels, errors, queueing
 
 log = logging.getLogger(__name__)
 
@@ -297,40 +297,6 @@ class BucketDedup:
         return False
 
 
-class _FlowQueue:
-    """A bounded FIFO that never blocks the producer: when full, the oldest flow goes (and is counted)."""
-
-    def __init__(self, maxsize: int, stats: CalicoStats) -> None:
-        self.items: deque[model.Flow] = deque(maxlen=maxsize)
-        self._stats = stats
-        self._waiter: asyncio.Future[None] | None = None
-        self.closed_by: BaseException | None = None
-        self.finished = False
-
-    def put(self, flow: model.Flow) -> None:
-        if len(self.items) == self.items.maxlen:
-            self._stats.overflow += 1
-        self.items.append(flow)
-        self._wake()
-
-    def finish(self, exc: BaseException | None = None) -> None:
-        self.finished, self.closed_by = True, exc
-        self._wake()
-
-    def _wake(self) -> None:
-        if self._waiter is not None and not self._waiter.done():
-            self._waiter.set_result(None)
-
-    async def wait(self) -> None:
-        if self.items or self.finished:
-            return
-        self._waiter = asyncio.get_running_loop().create_future()
-        try:
-            await self._waiter
-        finally:
-            self._waiter = None
-
-
 class _CalicoSource:
     """What both ways in share: the queue, the consumer side, and accepting one goldmane.Flow."""
 
@@ -348,7 +314,7 @@ class _CalicoSource:
 
     async def stream_flows(self) -> AsyncGenerator[model.Flow, None]:
         """Yield flows until cancelled."""
-        queue = _FlowQueue(self._queue_size, self.stats)
+        queue = queueing.FlowQueue(self._queue_size, self.stats)
         producer = asyncio.create_task(self._run(queue), name=f"{self.name}-reader")
         producer.add_done_callback(lambda task: queue.finish(None if task.cancelled() else task.exception()))
         items = queue.items
@@ -367,10 +333,10 @@ class _CalicoSource:
             producer.cancel()
             await asyncio.wait([producer])
 
-    async def _run(self, queue: _FlowQueue) -> None:
+    async def _run(self, queue: queueing.FlowQueue) -> None:
         raise NotImplementedError
 
-    def _accept(self, pb: gm.Flow, queue: _FlowQueue) -> None:
+    def _accept(self, pb: gm.Flow, queue: queueing.FlowQueue) -> None:
         stats = self.stats
         if self._actions and pb.HasField("Key") and pb.Key.action not in self._actions:
             stats.filtered += 1
@@ -419,7 +385,7 @@ class GoldmaneSource(_CalicoSource):
             self._actions = frozenset(self._filter.actions)
         self._connected_at: float | None = None
 
-    async def _run(self, queue: _FlowQueue) -> None:
+    async def _run(self, queue: queueing.FlowQueue) -> None:
         delay = self.settings.backoff_initial_s
         failures = 0
         while True:
@@ -451,7 +417,7 @@ class GoldmaneSource(_CalicoSource):
         lasted = asyncio.get_running_loop().time() - self._connected_at
         return self.stats.flows != flows_before or lasted >= self.settings.backoff_max_s
 
-    async def _read_stream(self, queue: _FlowQueue) -> None:
+    async def _read_stream(self, queue: queueing.FlowQueue) -> None:
         async with self._channel() as channel:
             method: grpc.aio.UnaryStreamMultiCallable[gm.FlowStreamRequest, bytes] = channel.unary_stream(
                 STREAM, request_serializer=_serialize, response_deserializer=None)
@@ -470,7 +436,7 @@ class GoldmaneSource(_CalicoSource):
                 watcher.cancel()
                 await asyncio.wait([watcher])
 
-    def _accept_result(self, raw: bytes, queue: _FlowQueue) -> None:
+    def _accept_result(self, raw: bytes, queue: queueing.FlowQueue) -> None:
         self.stats.received += 1
         self.stats.last_error = None
         try:
@@ -554,7 +520,7 @@ class FelixSocketSource(_CalicoSource):
         """Set while the socket is being served (tests wait on it)."""
         self._connections = 0
 
-    async def _run(self, queue: _FlowQueue) -> None:
+    async def _run(self, queue: queueing.FlowQueue) -> None:
         delay = self.settings.backoff_initial_s
         failures = 0
         while True:
@@ -577,7 +543,7 @@ class FelixSocketSource(_CalicoSource):
             self.stats.reconnects += 1
             log.warning("felix_socket_lost", extra={"path": self.settings.socket_path})
 
-    async def _serve(self, queue: _FlowQueue) -> tuple[grpc.aio.Server, tuple[int, int]]:
+    async def _serve(self, queue: queueing.FlowQueue) -> tuple[grpc.aio.Server, tuple[int, int]]:
         path = Path(self.settings.socket_path)
         path.parent.mkdir(parents=True, exist_ok=True)
         await _remove_stale_socket(path)
@@ -616,7 +582,7 @@ class FelixSocketSource(_CalicoSource):
             if (st.st_dev, st.st_ino) == identity:
                 os.unlink(self.settings.socket_path)  # ours: do not leave Felix dialling a dead socket
 
-    def _connect_handler(self, queue: _FlowQueue) -> ConnectHandler:
+    def _connect_handler(self, queue: queueing.FlowQueue) -> ConnectHandler:
         async def connect(requests: AsyncIterator[bytes], context: grpc.aio.ServicerContext[bytes, bytes]
                           ) -> AsyncIterator[bytes]:
             stats = self.stats
@@ -635,7 +601,7 @@ class FelixSocketSource(_CalicoSource):
                 stats.connected = stats.peers > 0
         return connect
 
-    def _accept_update(self, raw: bytes, queue: _FlowQueue) -> None:
+    def _accept_update(self, raw: bytes, queue: queueing.FlowQueue) -> None:
         self.stats.received += 1
         try:
             update = gm.FlowUpdate.FromString(raw)

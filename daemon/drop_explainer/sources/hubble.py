@@ -41,7 +41,6 @@ import asyncio
 import logging
 import random
 import ssl
-from collections import deque
 from collections.abc import AsyncGenerator
 from dataclasses import dataclass, field
 from typing import Final, Literal
@@ -53,7 +52,7 @@ from google.protobuf import message as pb_message
 from drop_explainer.flows import model
 from drop_explainer.hubble_pb import flow_pb2, observer_pb2
 from drop_explainer.normalise import hubble as normalise
-from drop_explainer.sources import channels, dedup, errors, grpc_h2
+from drop_explainer.sources import channels, dedup, errors, grpc_h2, queueing
 
 log = logging.getLogger(__name__)
 
@@ -173,44 +172,6 @@ class HubbleStats:
         self.skipped_by_reason[reason] = self.skipped_by_reason.get(reason, 0) + 1
 
 
-class _DropOldestQueue:
-    """A bounded FIFO that never blocks the producer: when full, the oldest item goes."""
-
-    def __init__(self, maxsize: int, stats: HubbleStats) -> None:
-        # A full deque with maxlen drops from the left as we append: drop-oldest for free.
-        self.items: deque[model.Flow] = deque(maxlen=maxsize)
-        self._maxsize = maxsize
-        self._stats = stats
-        self._waiter: asyncio.Future[None] | None = None
-        self.closed_by: BaseException | None = None
-        self.finished = False
-
-    def put_many(self, flows: list[model.Flow]) -> None:
-        excess = len(self.items) + len(flows) - self._maxsize
-        if excess > 0:
-            self._stats.overflow += min(excess, len(flows))
-        self.items.extend(flows)
-        self._wake()
-
-    def finish(self, exc: BaseException | None = None) -> None:
-        self.finished, self.closed_by = True, exc
-        self._wake()
-
-    def _wake(self) -> None:
-        if self._waiter is not None and not self._waiter.done():
-            self._waiter.set_result(None)
-
-    async def wait(self) -> None:
-        """Return when an item is queued or the producer finished."""
-        if self.items or self.finished:
-            return
-        self._waiter = asyncio.get_running_loop().create_future()
-        try:
-            await self._waiter
-        finally:
-            self._waiter = None
-
-
 class HubbleSource:
     """Streams Flow records from Hubble; one instance per stream."""
 
@@ -226,7 +187,7 @@ class HubbleSource:
 
     async def stream_flows(self) -> AsyncGenerator[model.Flow, None]:
         """Yield flows until cancelled (follow) or until the server has sent all (no follow)."""
-        queue = _DropOldestQueue(self.settings.queue_size, self.stats)
+        queue = queueing.FlowQueue(self.settings.queue_size, self.stats)
         reader = asyncio.create_task(self._read_forever(queue), name="hubble-reader")
         reader.add_done_callback(lambda task: queue.finish(None if task.cancelled() else task.exception()))
         items = queue.items
@@ -253,7 +214,7 @@ class HubbleSource:
 
     # --- the reader ---------------------------------------------------------
 
-    async def _read_forever(self, queue: _DropOldestQueue) -> None:
+    async def _read_forever(self, queue: queueing.FlowQueue) -> None:
         delay = self.settings.backoff_initial_s
         failures = 0
         while True:
@@ -292,7 +253,7 @@ class HubbleSource:
         lasted = asyncio.get_running_loop().time() - self._connected_at
         return self.stats.last_flow_time != newest_before or lasted >= self.settings.backoff_max_s
 
-    async def _read_stream(self, queue: _DropOldestQueue) -> None:
+    async def _read_stream(self, queue: queueing.FlowQueue) -> None:
         """One call, read to its end; raises AioRpcError on failure (whichever transport)."""
         if self.settings.transport == "grpcio":
             await self._read_stream_grpcio(queue)
@@ -303,7 +264,7 @@ class HubbleSource:
             raise grpc.aio.AioRpcError(_GRPC_CODES[exc.code.value], grpc.aio.Metadata(), grpc.aio.Metadata(),
                                        exc.details) from exc
 
-    async def _read_stream_h2(self, queue: _DropOldestQueue) -> None:
+    async def _read_stream_h2(self, queue: queueing.FlowQueue) -> None:
         settings = self.settings
         tls = settings.tls
         call = grpc_h2.StreamingCall(
@@ -318,7 +279,7 @@ class HubbleSource:
             async for batch in call.messages():
                 self._accept(batch, queue)
 
-    async def _read_stream_grpcio(self, queue: _DropOldestQueue) -> None:
+    async def _read_stream_grpcio(self, queue: queueing.FlowQueue) -> None:
         async with self._channel() as channel:
             method: grpc.aio.UnaryStreamMultiCallable[observer_pb2.GetFlowsRequest, bytes] = channel.unary_stream(
                 GET_FLOWS, request_serializer=_serialize, response_deserializer=None)
@@ -343,7 +304,7 @@ class HubbleSource:
         log.info("hubble_connected", extra={"target": self.settings.target, "since_ns": self._since_ns()})
 
     async def _read_responses(
-        self, call: grpc.aio.UnaryStreamCall[observer_pb2.GetFlowsRequest, bytes], queue: _DropOldestQueue
+        self, call: grpc.aio.UnaryStreamCall[observer_pb2.GetFlowsRequest, bytes], queue: queueing.FlowQueue
     ) -> None:
         while True:
             raw = await call.read()
@@ -351,7 +312,7 @@ class HubbleSource:
                 return
             self._accept([raw], queue)
 
-    def _accept(self, batch: list[bytes], queue: _DropOldestQueue) -> None:
+    def _accept(self, batch: list[bytes], queue: queueing.FlowQueue) -> None:
         """Decode and normalise a batch of responses in one loop, then queue its flows at once."""
         stats = self.stats
         stats.received += len(batch)
