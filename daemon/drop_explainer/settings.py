@@ -14,7 +14,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from drop_explainer.sources import calico
-from drop_explainer.sources.hubble import DEFAULT_TARGET, HubbleSettings, TlsSettings
+from drop_explainer.sources.channels import TlsSettings
+from drop_explainer.sources.hubble import DEFAULT_TARGET, HubbleSettings
 
 ENV_PREFIX = "DROP_EXPLAINER_"
 SOURCES = ("hubble", "calico-goldmane", "calico-felix", "replay")
@@ -161,6 +162,15 @@ def _pairs(text: str, what: str, sep: str) -> dict[str, str]:
     return out
 
 
+def _tls(v: Mapping[str, Any], source: str) -> TlsSettings | None:
+    """TLS from the --SOURCE-tls-* options; none of them given means plaintext."""
+    ca, cert = v[f"{source}_tls_ca"], v[f"{source}_tls_cert"]
+    if not (ca or cert):
+        return None
+    return TlsSettings(ca or None, cert or None, v[f"{source}_tls_key"] or None,
+                       v[f"{source}_tls_server_name"] or None)
+
+
 def from_args(args: argparse.Namespace, env: Mapping[str, str] | None = None) -> Settings:
     """Build and check the settings; raises SettingsError naming the bad option."""
     env = os.environ if env is None else env
@@ -176,24 +186,17 @@ def from_args(args: argparse.Namespace, env: Mapping[str, str] | None = None) ->
         raise SettingsError(f"--mode: expected daemonset or single, got {v['mode']!r}")
     if not 0 <= v["port"] < 65536:  # 0: any free port (tests)
         raise SettingsError(f"--port: {v['port']} is not a port")
-    tls = None
-    if v["hubble_tls_ca"] or v["hubble_tls_cert"]:
-        tls = TlsSettings(v["hubble_tls_ca"] or None, v["hubble_tls_cert"] or None, v["hubble_tls_key"] or None,
-                          v["hubble_tls_server_name"] or None)
+    tls = _tls(v, "hubble")
     if v["hubble_transport"] not in ("h2", "grpcio"):
         raise SettingsError(f"--hubble-transport: expected h2 or grpcio, got {v['hubble_transport']!r}")
     hubble = HubbleSettings(target=v["hubble_target"], tls=tls, verdicts=tuple(v["hubble_verdicts"]),
                             node_names=tuple(v["hubble_node_names"]), transport=v["hubble_transport"])
     node_name = v["node_name"] or env.get("NODE_NAME", "")
-    gm_tls = None
-    if v["goldmane_tls_ca"] or v["goldmane_tls_cert"]:
-        gm_tls = calico.TlsSettings(v["goldmane_tls_ca"] or None, v["goldmane_tls_cert"] or None,
-                                    v["goldmane_tls_key"] or None, v["goldmane_tls_server_name"] or None)
     return Settings(
         node_name=node_name,
         source=v["source"],
         hubble=hubble,
-        goldmane=calico.GoldmaneSettings(target=v["goldmane_target"], tls=gm_tls),
+        goldmane=calico.GoldmaneSettings(target=v["goldmane_target"], tls=_tls(v, "goldmane")),
         felix=calico.FelixSettings(socket_path=v["felix_socket"], node_name=node_name or None),
         replay_file=v["replay_file"] or None,
         state_path=v["state"] or None,

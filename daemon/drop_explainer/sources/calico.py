@@ -81,17 +81,8 @@ ConnectHandler: TypeAlias = Callable[[AsyncIterator[bytes], "grpc.aio.ServicerCo
 _STRING_FILTERS: Final = ("source_names", "source_namespaces", "dest_names", "dest_namespaces", "protocols")
 
 
-@dataclass(frozen=True, slots=True)
-class TlsSettings:
-    """TLS towards Goldmane; PEM files, re-read on every connect (certificates rotate)."""
-
-    ca_file: str | None = None
-    """CA that signed Goldmane's certificate (the operator CA); None = the system roots."""
-    cert_file: str | None = None
-    """Client certificate; Goldmane requires one that chains to its CA bundle."""
-    key_file: str | None = None
-    server_name: str | None = None
-    """Name to verify instead of the target host, e.g. ``goldmane.calico-system.svc`` behind a port-forward."""
+TlsSettings = channels.TlsSettings
+"""Re-exported: the TLS settings of this source are those of every gRPC source."""
 
 
 @dataclass(frozen=True, slots=True)

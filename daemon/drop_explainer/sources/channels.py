@@ -6,8 +6,8 @@ backoff, certificates re-read on every connect so rotation needs no restart).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
 
 import grpc
 import grpc.aio
@@ -15,15 +15,17 @@ import grpc.aio
 from drop_explainer.sources import errors
 
 
-class TlsFiles(Protocol):
-    @property
-    def ca_file(self) -> str | None: ...
-    @property
-    def cert_file(self) -> str | None: ...
-    @property
-    def key_file(self) -> str | None: ...
-    @property
-    def server_name(self) -> str | None: ...
+@dataclass(frozen=True, slots=True)
+class TlsSettings:
+    """TLS towards a flow server (Hubble, relay, Goldmane); PEM files, re-read on every connect."""
+
+    ca_file: str | None = None
+    """CA bundle that signed the server certificate; None = the system roots."""
+    cert_file: str | None = None
+    """Client certificate for mTLS (hubble-relay and Goldmane require one)."""
+    key_file: str | None = None
+    server_name: str | None = None
+    """Name to verify instead of the target host, e.g. ``goldmane.calico-system.svc``."""
 
 
 def read_pem(setting: str, path: str) -> bytes:
@@ -36,7 +38,7 @@ def read_pem(setting: str, path: str) -> bytes:
         raise errors.MissingFileError(setting, path, exc.strerror or str(exc)) from exc
 
 
-def check_tls(tls: TlsFiles) -> None:
+def check_tls(tls: TlsSettings) -> None:
     if (tls.cert_file is None) != (tls.key_file is None):
         raise errors.ConfigError("tls: cert_file and key_file go together (mTLS needs both)")
     for setting, path in (("tls.ca_file", tls.ca_file), ("tls.cert_file", tls.cert_file),
@@ -45,7 +47,7 @@ def check_tls(tls: TlsFiles) -> None:
             read_pem(setting, path)
 
 
-def grpc_channel(target: str, tls: TlsFiles | None, *, max_receive_bytes: int,
+def grpc_channel(target: str, tls: TlsSettings | None, *, max_receive_bytes: int,
                  keepalive_s: float) -> grpc.aio.Channel:
     options: list[tuple[str, str | int]] = [
         ("grpc.max_receive_message_length", max_receive_bytes),

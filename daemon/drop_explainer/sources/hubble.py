@@ -68,17 +68,8 @@ Transport = Literal["h2", "grpcio"]
 _TRANSPORTS: Final = ("h2", "grpcio")
 
 
-@dataclass(frozen=True, slots=True)
-class TlsSettings:
-    """TLS towards the server; all files are PEM and re-read on every connect (rotation)."""
-
-    ca_file: str | None = None
-    """CA bundle that signed the server certificate; None = the system roots."""
-    cert_file: str | None = None
-    """Client certificate for mTLS (Hubble's :4244 requires one)."""
-    key_file: str | None = None
-    server_name: str | None = None
-    """Name to verify instead of the target host, e.g. ``<node>.<cluster>.hubble-grpc.cilium.io``."""
+TlsSettings = channels.TlsSettings
+"""Re-exported: the TLS settings of this source are those of every gRPC source."""
 
 
 @dataclass(frozen=True, slots=True)
