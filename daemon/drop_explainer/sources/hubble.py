@@ -4,16 +4,11 @@ The source owns the transport only: connect (local UNIX socket, or a TCP
 ``host:port`` such as hubble-relay, in plaintext, TLS or mTLS), ask for the
 drops with a server-side whitelist, and keep the stream alive.
 
-- Reconnects use capped exponential backoff with jitter, reset after a
-  connection that worked. A reconnect resumes with ``since`` = the newest
-  flow time received (less ``resume_overlap_ns``, because relay's order
-  across nodes is only roughly sorted); the exact repeats that the resume
-  replays are removed by ``dedup.ReplayFilter``, so none reaches the
-  consumer twice.
-- A bounded queue sits between the gRPC reader and the consumer. When the
-  consumer falls behind, the *oldest* queued flow is discarded and counted
-  in ``stats.overflow`` (recent drops are the ones worth explaining, and
-  the reader never blocks the stream).
+- Reconnecting, resuming from the newest flow time (or, after a restart,
+  from the newest one the store committed), dropping what the resume
+  replays (``dedup.ReplayFilter``), the bounded drop-oldest queue and the
+  counters are ``resuming.ResumableStream``'s, shared by every source;
+  this module is the ``HubbleAdapter`` plugged into it.
 - A response that is not a flow (relay ``node_status``, ``lost_events``) is
   counted and skipped; one that cannot be decoded or normalised is counted
   in ``stats.malformed`` and skipped; one larger than ``max_flow_bytes`` is
@@ -42,7 +37,7 @@ import logging
 import random
 import ssl
 from collections.abc import AsyncGenerator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Final, Literal
 
 import grpc
@@ -52,7 +47,7 @@ from google.protobuf import message as pb_message
 from drop_explainer.flows import model
 from drop_explainer.hubble_pb import flow_pb2, observer_pb2
 from drop_explainer.normalise import hubble as normalise
-from drop_explainer.sources import channels, dedup, errors, grpc_h2, queueing
+from drop_explainer.sources import channels, dedup, errors, grpc_h2, resuming
 
 log = logging.getLogger(__name__)
 
@@ -103,6 +98,13 @@ class HubbleSettings:
     """Set packets/connections with dedup.ReportClassifier."""
     transport: Transport = "h2"
     """``h2``: our own HTTP/2 client (grpc_h2), fast; ``grpcio``: the grpc library, slower per message."""
+    look_back_ns: int = 600 * _NS
+    """After a restart, resume from the newest flow the store committed, but from no further back than this."""
+
+    def resume_settings(self) -> resuming.ResumeSettings:
+        return resuming.ResumeSettings(queue_size=self.queue_size, backoff_initial_s=self.backoff_initial_s,
+                                       backoff_max_s=self.backoff_max_s, overlap_ns=self.resume_overlap_ns,
+                                       look_back_ns=self.look_back_ns)
 
     def validate(self) -> None:
         """Raise errors.ConfigError for settings that cannot work."""
@@ -128,239 +130,134 @@ class HubbleSettings:
             channels.check_tls(self.tls)
 
 
-@dataclass(slots=True)
-class HubbleStats:
-    """Live counters; read them at any time (the metrics sink does)."""
-
-    received: int = 0
-    """Responses read from the stream, of any kind."""
-    flows: int = 0
-    """Flows normalised and queued."""
-    delivered: int = 0
-    """Flows handed to the consumer."""
-    malformed: int = 0
-    """Responses that did not decode, or flows that failed normalisation."""
-    oversized: int = 0
-    """Messages over max_flow_bytes (skipped) or over max_receive_bytes (call failed)."""
-    non_flow: int = 0
-    """node_status / lost_events / empty responses, skipped."""
-    lost_events: int = 0
-    """Events the server reported as lost on its side (sum of num_events_lost)."""
-    overflow: int = 0
-    """Flows discarded because the consumer was behind (drop-oldest)."""
-    duplicates: int = 0
-    """Replayed flows removed after a resume."""
-    reconnects: int = 0
-    tls_failures: int = 0
-    connected: bool = False
-    last_flow_time: int | None = None
-    """Newest flow time received, in ns since the epoch."""
-    last_error: Exception | None = None
-    skipped_by_reason: dict[str, int] = field(default_factory=dict)
-    """malformed + non_flow broken down by reason (not-a-flow, no-time, decode...)."""
-
-    def skip(self, reason: str) -> None:
-        self.skipped_by_reason[reason] = self.skipped_by_reason.get(reason, 0) + 1
+HubbleStats = resuming.StreamStats
+"""The counters of the Hubble stream are those of every resumable stream."""
 
 
 class HubbleSource:
-    """Streams Flow records from Hubble; one instance per stream."""
+    """Streams Flow records from Hubble; one instance per stream.
 
-    def __init__(self, settings: HubbleSettings, *, rng: random.Random | None = None) -> None:
+    The reconnect/resume/de-dup loop is ``resuming.ResumableStream``; this
+    class only adds Hubble's double-report classification on the way out.
+    """
+
+    def __init__(self, settings: HubbleSettings, *, checkpoint: resuming.Checkpoint | None = None,
+                 rng: random.Random | None = None) -> None:
         settings.validate()
         self.settings = settings
-        self.stats = HubbleStats()
-        self._rng = rng or random.Random()
-        self._replay = dedup.ReplayFilter(window_ns=settings.dedup_window_ns)
+        self._adapter = HubbleAdapter(settings)
+        self._loop = resuming.ResumableStream(self._adapter, settings.resume_settings(), checkpoint=checkpoint,
+                                              follow=settings.follow, rng=rng)
+        self.stats: resuming.StreamStats = self._loop.stats
         self._reports = dedup.ReportClassifier()
-        self._resume_at_live_end = False
-        self._connected_at: float | None = None
 
     async def stream_flows(self) -> AsyncGenerator[model.Flow, None]:
         """Yield flows until cancelled (follow) or until the server has sent all (no follow)."""
-        queue = queueing.FlowQueue(self.settings.queue_size, self.stats)
-        reader = asyncio.create_task(self._read_forever(queue), name="hubble-reader")
-        reader.add_done_callback(lambda task: queue.finish(None if task.cancelled() else task.exception()))
-        items = queue.items
+        classify = self.settings.classify_reports
+        async for flow in self._loop.stream_flows():
+            yield self._reports.count(flow) if classify else flow
+
+    def request(self) -> observer_pb2.GetFlowsRequest:
+        """The request the next call would send (without consuming the resume point)."""
+        return self._adapter.request(self._loop.peek_resume())
+
+
+class HubbleAdapter:
+    """One GetFlows call over either transport, fed into the resumable loop."""
+
+    origin = "hubble"
+
+    def __init__(self, settings: HubbleSettings) -> None:
+        self.settings = settings
+        self.target = settings.target
+
+    def deduplicator(self) -> resuming.Deduplicator:
+        return dedup.ReplayFilter(window_ns=self.settings.dedup_window_ns)
+
+    async def read_call(self, resume: resuming.Resume, intake: resuming.Intake) -> None:
+        """One call, read to its end; failures of either transport become StreamFailure."""
+        request = self.request(resume)
+        log.debug("hubble_request", extra={"target": self.target, "since_ns": resume.since_ns,
+                                           "from_checkpoint": resume.from_checkpoint})
         try:
-            while True:
-                if not items:
-                    await queue.wait()
-                    if not items and queue.finished:
-                        if queue.closed_by is not None:
-                            raise queue.closed_by
-                        return
-                    continue
-                flow = items.popleft()
-                if self._replay.is_repeat(flow):
-                    self.stats.duplicates += 1
-                    continue
-                if self.settings.classify_reports:
-                    flow = self._reports.count(flow)
-                self.stats.delivered += 1
-                yield flow
-        finally:
-            reader.cancel()
-            await asyncio.wait([reader])
-
-    # --- the reader ---------------------------------------------------------
-
-    async def _read_forever(self, queue: queueing.FlowQueue) -> None:
-        delay = self.settings.backoff_initial_s
-        failures = 0
-        while True:
-            newest = self.stats.last_flow_time
-            self._connected_at = None
-            failure: grpc.aio.AioRpcError | None = None
-            try:
-                await self._read_stream(queue)
-                if not self.settings.follow:
-                    return
-            except grpc.aio.AioRpcError as exc:
-                failure = exc
-            finally:
-                self.stats.connected = False
-            if self._connection_worked(newest):
-                delay, failures = self.settings.backoff_initial_s, 0
-            # Warn on the first failure (or end) after a working connection, then quietly retry.
-            if failure is not None:
-                self._note_failure(failure, first=failures == 0)
+            if self.settings.transport == "grpcio":
+                await self._read_grpcio(request, intake)
             else:
-                log.log(logging.WARNING if failures == 0 else logging.DEBUG, "hubble_stream_ended",
-                        extra={"target": self.settings.target})
-            failures += 1
-            await asyncio.sleep(delay * self._rng.uniform(0.5, 1.0))
-            delay = min(delay * 2, self.settings.backoff_max_s)
-            self.stats.reconnects += 1
-
-    def _connection_worked(self, newest_before: int | None) -> bool:
-        """Reset the backoff only after a connection that got new flows or stayed up a while.
-
-        Flows a resume replays do not count: a server that accepts, replays
-        and dies at once has not recovered, and keeps backing off (quietly).
-        """
-        if self._connected_at is None:
-            return False
-        lasted = asyncio.get_running_loop().time() - self._connected_at
-        return self.stats.last_flow_time != newest_before or lasted >= self.settings.backoff_max_s
-
-    async def _read_stream(self, queue: queueing.FlowQueue) -> None:
-        """One call, read to its end; raises AioRpcError on failure (whichever transport)."""
-        if self.settings.transport == "grpcio":
-            await self._read_stream_grpcio(queue)
-            return
-        try:
-            await self._read_stream_h2(queue)
+                await self._read_h2(request, intake)
         except grpc_h2.RpcError as exc:
-            raise grpc.aio.AioRpcError(_GRPC_CODES[exc.code.value], grpc.aio.Metadata(), grpc.aio.Metadata(),
-                                       exc.details) from exc
+            # One kind of error for both transports (stats.last_error keeps it).
+            rpc_error = grpc.aio.AioRpcError(_GRPC_CODES[exc.code.value], grpc.aio.Metadata(), grpc.aio.Metadata(),
+                                             exc.details)
+            rpc_error.__cause__ = exc
+            raise self._failure(rpc_error, tls_error=isinstance(exc, grpc_h2.TlsError)) from rpc_error
+        except grpc.aio.AioRpcError as exc:
+            raise self._failure(exc, tls_error=_looks_like_tls(exc.details() or "")) from exc
 
-    async def _read_stream_h2(self, queue: queueing.FlowQueue) -> None:
+    async def _read_h2(self, request: observer_pb2.GetFlowsRequest, intake: resuming.Intake) -> None:
         settings = self.settings
         tls = settings.tls
         call = grpc_h2.StreamingCall(
-            settings.target, GET_FLOWS, self._request().SerializeToString(),
+            settings.target, GET_FLOWS, request.SerializeToString(),
             tls=self._tls_context(tls) if tls is not None else None,
             server_name=tls.server_name if tls is not None else None,
             max_receive_bytes=settings.max_receive_bytes,
             keepalive_s=settings.keepalive_s,
         )
         async with call:
-            self._note_connected()
+            intake.connected()
             async for batch in call.messages():
-                self._accept(batch, queue)
+                self._accept(batch, intake)
 
-    async def _read_stream_grpcio(self, queue: queueing.FlowQueue) -> None:
-        async with self._channel() as channel:
+    async def _read_grpcio(self, request: observer_pb2.GetFlowsRequest, intake: resuming.Intake) -> None:
+        s = self.settings
+        async with channels.grpc_channel(s.target, s.tls, max_receive_bytes=s.max_receive_bytes,
+                                         keepalive_s=s.keepalive_s) as channel:
             method: grpc.aio.UnaryStreamMultiCallable[observer_pb2.GetFlowsRequest, bytes] = channel.unary_stream(
                 GET_FLOWS, request_serializer=_serialize, response_deserializer=None)
-            call = method(self._request())
+            call = method(request)
             # Servers send headers only with the first message, so a quiet
             # but healthy stream is recognised by the transport state instead.
-            watcher = asyncio.create_task(self._mark_connected(channel))
+            watcher = asyncio.create_task(_mark_connected(channel, intake))
             try:
-                await self._read_responses(call, queue)
+                while True:
+                    raw = await call.read()
+                    if not isinstance(raw, bytes):  # grpc.aio.EOF
+                        return
+                    self._accept([raw], intake)
             finally:
                 watcher.cancel()
                 await asyncio.wait([watcher])
 
-    async def _mark_connected(self, channel: grpc.aio.Channel) -> None:
-        await channel.channel_ready()
-        self._note_connected()
-
-    def _note_connected(self) -> None:
-        self.stats.connected = True
-        self.stats.last_error = None
-        self._connected_at = asyncio.get_running_loop().time()
-        log.info("hubble_connected", extra={"target": self.settings.target, "since_ns": self._since_ns()})
-
-    async def _read_responses(
-        self, call: grpc.aio.UnaryStreamCall[observer_pb2.GetFlowsRequest, bytes], queue: queueing.FlowQueue
-    ) -> None:
-        while True:
-            raw = await call.read()
-            if not isinstance(raw, bytes):  # grpc.aio.EOF
-                return
-            self._accept([raw], queue)
-
-    def _accept(self, batch: list[bytes], queue: queueing.FlowQueue) -> None:
-        """Decode and normalise a batch of responses in one loop, then queue its flows at once."""
-        stats = self.stats
-        stats.received += len(batch)
+    def _accept(self, batch: list[bytes], intake: resuming.Intake) -> None:
+        """Decode and normalise a batch of responses in one loop, then hand its flows on at once."""
+        intake.received(len(batch))
         max_bytes = self.settings.max_flow_bytes
         parse = observer_pb2.GetFlowsResponse.FromString
         to_flow = normalise.flow_from_response
         flows: list[model.Flow] = []
         for raw in batch:
             if len(raw) > max_bytes:
-                stats.oversized += 1
-                stats.skip("oversized")
+                intake.oversized()
                 continue
             try:
                 resp = parse(raw)
                 if resp.WhichOneof("response_types") != "flow":
-                    self._note_non_flow(resp)
+                    _note_non_flow(resp, intake)
                     continue
                 flows.append(to_flow(resp))
             except pb_message.DecodeError:
-                stats.malformed += 1
-                stats.skip("decode")
+                intake.skip("decode")
             except normalise.MalformedFlow as exc:
-                stats.malformed += 1
-                stats.skip(exc.reason)
+                intake.skip(exc.reason)
                 log.debug("hubble_flow_skipped", extra={"reason": exc.reason, "detail": exc.detail})
-        if not flows:
-            return
-        newest = max(flow.time_ns for flow in flows)
-        if stats.last_flow_time is None or newest > stats.last_flow_time:
-            stats.last_flow_time = newest
-        # Past the message that broke the call, resuming with since is safe again.
-        self._resume_at_live_end = False
-        stats.flows += len(flows)
-        queue.put_many(flows)
+        if flows:
+            intake.flows(flows)
 
-    def _note_non_flow(self, resp: observer_pb2.GetFlowsResponse) -> None:
-        kind = resp.WhichOneof("response_types") or "empty"
-        self.stats.non_flow += 1
-        self.stats.skip(kind)
-        if kind == "lost_events":
-            self.stats.lost_events += resp.lost_events.num_events_lost
-            log.warning("hubble_events_lost", extra={"lost": resp.lost_events.num_events_lost,
-                                                     "where": flow_pb2.LostEventSource.Name(resp.lost_events.source)
-                                                     if resp.lost_events.source in flow_pb2.LostEventSource.values()
-                                                     else str(resp.lost_events.source)})
-
-    def _note_failure(self, exc: grpc.aio.AioRpcError, *, first: bool) -> None:
-        details = exc.details() or ""
-        target = self.settings.target
-        code = exc.code()
-        level = logging.WARNING if first else logging.DEBUG
-        if code == grpc.StatusCode.RESOURCE_EXHAUSTED:
-            # A message over max_receive_bytes kills the call; resuming with
-            # since= would replay it forever, so start again at the live end.
-            self.stats.oversized += 1
-            self.stats.skip("oversized")
-            self._resume_at_live_end = True
+    def _failure(self, exc: grpc.aio.AioRpcError, *, tls_error: bool) -> resuming.StreamFailure:
+        code, details = exc.code(), exc.details() or ""
+        # A message over max_receive_bytes kills the call; resuming with
+        # since= would replay it forever, so start again at the live end.
+        too_big = code == grpc.StatusCode.RESOURCE_EXHAUSTED
         tls = self.settings.tls
         hint = tls is not None and code == grpc.StatusCode.UNAVAILABLE and tls.cert_file is None \
             and "socket closed" in details.lower()
@@ -368,24 +265,12 @@ class HubbleSource:
             # TLS 1.3 servers reject a missing client certificate after the
             # handshake, so the client may only see the socket close.
             details += " (the server closed the TLS connection: does it require a client certificate?)"
-        if tls is not None and code == grpc.StatusCode.UNAVAILABLE and (hint or _is_tls_failure(exc, details)):
-            self.stats.tls_failures += 1
-            self.stats.last_error = errors.TlsVerificationFailed(target, details)
-            log.log(logging.ERROR if first else logging.DEBUG, "hubble_tls_verification_failed",
-                    extra={"target": target, "details": details})
-            return
-        self.stats.last_error = exc
-        log.log(level, "hubble_stream_failed", extra={"target": target, "code": code.name, "details": details})
+        is_tls = tls is not None and code == grpc.StatusCode.UNAVAILABLE and (hint or tls_error)
+        return resuming.StreamFailure(details, code=code.name, tls=is_tls, restart_live=too_big)
 
-    # --- request and channel --------------------------------------------------
+    # --- request and TLS ------------------------------------------------------
 
-    def _since_ns(self) -> int | None:
-        last = self.stats.last_flow_time
-        if last is None or self._resume_at_live_end:
-            return None
-        return last - self.settings.resume_overlap_ns
-
-    def _request(self) -> observer_pb2.GetFlowsRequest:
+    def request(self, resume: resuming.Resume) -> observer_pb2.GetFlowsRequest:
         settings = self.settings
         request = observer_pb2.GetFlowsRequest(follow=settings.follow)
         if settings.verdicts or settings.node_names:
@@ -393,10 +278,9 @@ class HubbleSource:
                 verdict=settings.verdicts,
                 node_name=list(settings.node_names),
             ))
-        since = self._since_ns()
-        if since is not None:
-            request.since.FromNanoseconds(since)
-        elif self.stats.last_flow_time is None and settings.initial_number:
+        if resume.since_ns is not None:
+            request.since.FromNanoseconds(resume.since_ns)
+        elif resume.first and settings.initial_number:
             request.number = settings.initial_number
         return request
 
@@ -408,21 +292,26 @@ class HubbleSource:
                 channels.read_pem(setting, path)
         return grpc_h2.client_tls_context(ca_pem=ca, cert_file=tls.cert_file, key_file=tls.key_file)
 
-    def _channel(self) -> grpc.aio.Channel:
-        s = self.settings
-        return channels.grpc_channel(s.target, s.tls, max_receive_bytes=s.max_receive_bytes, keepalive_s=s.keepalive_s)
+
+async def _mark_connected(channel: grpc.aio.Channel, intake: resuming.Intake) -> None:
+    await channel.channel_ready()
+    intake.connected()
+
+
+def _note_non_flow(resp: observer_pb2.GetFlowsResponse, intake: resuming.Intake) -> None:
+    """node_status and lost_events are valid responses, counted apart from malformed flows."""
+    kind = resp.WhichOneof("response_types") or "empty"
+    intake.non_flow(kind)
+    if kind == "lost_events":
+        lost = resp.lost_events
+        intake.lost(lost.num_events_lost)
+        where = flow_pb2.LostEventSource.Name(lost.source) if lost.source in flow_pb2.LostEventSource.values() \
+            else str(lost.source)
+        log.warning("hubble_events_lost", extra={"lost": lost.num_events_lost, "where": where})
 
 
 def _serialize(request: observer_pb2.GetFlowsRequest) -> bytes:
     return request.SerializeToString()
-
-
-def _is_tls_failure(exc: grpc.aio.AioRpcError, details: str) -> bool:
-    """The h2 transport knows whether TLS failed; grpcio only says so in the details."""
-    cause = exc.__cause__
-    if isinstance(cause, grpc_h2.RpcError):
-        return isinstance(cause, grpc_h2.TlsError)
-    return _looks_like_tls(details)
 
 
 def _looks_like_tls(details: str) -> bool:

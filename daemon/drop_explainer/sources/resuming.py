@@ -39,8 +39,9 @@ Why the resume point is what it is:
   start the newest time *committed* to the store by the last one
   (``Checkpoint``), so a kill -9 loses nothing the server still holds.
   It is never later than the local clock (a flow stamped in the future
-  must not make us ask for the future and get nothing) and never earlier
-  than ``look_back_ns`` (a restart after a week must not replay a week).
+  must not make us ask for the future and get nothing), and a checkpoint
+  is never used further back than ``look_back_ns`` (a restart after a week
+  must not replay a week). A reconnect within one process resumes exactly.
 - ``overlap_ns`` is taken off because relays merge nodes only roughly in
   time order; the exact repeats this replays are dropped by the adapter's
   ``Deduplicator`` and counted in ``stats.duplicates``.
@@ -89,7 +90,8 @@ class StreamFailure(errors.SourceError):
 
     ``code`` is a short constant (``UNAVAILABLE``, ``RESOURCE_EXHAUSTED``);
     ``tls`` marks a TLS failure (counted apart: it needs an operator);
-    ``restart_live`` asks the next call to start at the live end.
+    ``restart_live`` says a message was too big ever to receive (counted as
+    oversized): the next call starts at the live end.
     """
 
     def __init__(self, message: str, *, code: str, tls: bool = False, restart_live: bool = False) -> None:
@@ -144,6 +146,8 @@ class StreamStats:
     """Flows handed to the consumer."""
     malformed: int = 0
     """Messages that did not decode or flows that failed normalisation (by reason in skipped_by_reason)."""
+    oversized: int = 0
+    """Messages over the source's size cap (skipped) or over the transport's (the call failed)."""
     non_flow: int = 0
     """Responses that are not flows (node_status, lost_events...), skipped; by kind in skipped_by_reason."""
     lost_events: int = 0
@@ -185,6 +189,12 @@ class Intake:
         stats = self._stream.stats
         stats.malformed += 1
         stats.skip(reason)
+
+    def oversized(self) -> None:
+        """One message was over the size cap and skipped undecoded."""
+        stats = self._stream.stats
+        stats.oversized += 1
+        stats.skip("oversized")
 
     def non_flow(self, kind: str) -> None:
         """A valid response that carries no flow."""
@@ -265,8 +275,16 @@ class ResumableStream:
             await asyncio.wait([reader])
 
     def resume(self) -> Resume:
-        """Where the next call starts (see the module docstring for why)."""
-        first, self._first = self._first, False
+        """Where the next call starts (see the module docstring for why); consumed by that call."""
+        resume = self.peek_resume()
+        self._first = False
+        if resume.from_checkpoint and self._restored is None and self._checkpoint is not None:
+            self._restored = self._checkpoint.resume_point(self.adapter.origin)
+        return resume
+
+    def peek_resume(self) -> Resume:
+        """Where the next call would start, without starting it."""
+        first = self._first
         if self._live_end:
             return Resume(None, first=first, from_checkpoint=False)
         newest = self.stats.last_flow_time
@@ -274,13 +292,11 @@ class ResumableStream:
         if newest is None and self._checkpoint is not None and self.settings.look_back_ns:
             newest = self._checkpoint.resume_point(self.adapter.origin)
             from_checkpoint = newest is not None
-            if from_checkpoint and self._restored is None:
-                self._restored = newest
         if newest is None:
             return Resume(None, first=first, from_checkpoint=False)
         now = self._clock()
         since = min(newest, now) - self.settings.overlap_ns
-        if self.settings.look_back_ns:
+        if from_checkpoint:
             since = max(since, now - self.settings.look_back_ns)
         return Resume(since, first=first, from_checkpoint=from_checkpoint)
 
@@ -337,13 +353,17 @@ class ResumableStream:
             log.log(logging.WARNING if first else logging.DEBUG, "stream_ended", extra=extra)
             return
         self._live_end = failure.restart_live
+        if failure.restart_live:
+            self.stats.oversized += 1
+            self.stats.skip("oversized")
         if failure.tls:
             self.stats.tls_failures += 1
             self.stats.last_error = errors.TlsVerificationFailed(self.adapter.target, str(failure))
             log.log(logging.ERROR if first else logging.DEBUG, "stream_tls_failed",
                     extra={**extra, "details": str(failure)})
             return
-        self.stats.last_error = failure
+        # The transport's own error, when there is one, says more than our wrapper.
+        self.stats.last_error = failure.__cause__ if isinstance(failure.__cause__, Exception) else failure
         log.log(logging.WARNING if first else logging.DEBUG, "stream_failed",
                 extra={**extra, "code": failure.code, "details": str(failure)})
 

@@ -60,7 +60,7 @@ async def test_wrong_ca_reports_that_tls_verification_failed(
     assert isinstance(stats.last_error, errors.TlsVerificationFailed)
     assert "TLS verification failed" in str(stats.last_error)
     assert not stats.connected
-    assert [r.getMessage() for r in caplog.records] == ["hubble_tls_verification_failed"]
+    assert [r.getMessage() for r in caplog.records] == ["stream_tls_failed"]
 
 
 async def test_missing_client_certificate_for_mtls_is_a_tls_failure(

@@ -165,7 +165,7 @@ async def test_a_broken_stream_is_logged_once_as_a_warning_and_recovery_as_info(
     collect: Collect, caplog: pytest.LogCaptureFixture
 ) -> None:
     """The first failure after a working connection warns; quiet retries follow; reconnecting logs info."""
-    caplog.set_level(logging.DEBUG, logger="drop_explainer.sources.hubble")
+    caplog.set_level(logging.DEBUG, logger="drop_explainer.sources")
     async with FakeHubbleServer() as server:
         collector = collect(fast_settings(server.target))
         await server.wait_for_followers()
@@ -180,6 +180,6 @@ async def test_a_broken_stream_is_logged_once_as_a_warning_and_recovery_as_info(
     events = [(r.levelno, r.getMessage()) for r in caplog.records if getattr(r, "target", target) == target]
     warnings = [message for level, message in events if level >= logging.WARNING]
     assert len(warnings) == 1
-    assert warnings[0] in ("hubble_stream_failed", "hubble_stream_ended")  # GOAWAY or end of stream, by timing
-    assert events.count((logging.INFO, "hubble_connected")) == 2
-    assert events.count((logging.DEBUG, "hubble_stream_failed")) >= 3
+    assert warnings[0] in ("stream_failed", "stream_ended")  # GOAWAY or end of stream, by timing
+    assert events.count((logging.INFO, "stream_connected")) == 2
+    assert events.count((logging.DEBUG, "stream_failed")) >= 3
