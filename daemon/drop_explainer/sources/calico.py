@@ -19,8 +19,9 @@ message rate is low and grpc.aio is fast enough (see bench/calico.py).
   per flow key, the end of the newest bucket delivered; a bucket of that
   key ending no later is a replay, counted in ``stats.duplicates`` and
   never delivered, so metrics and the store count each bucket once.
-- Goldmane: reconnects use capped exponential backoff with jitter, reset
-  after a connection that delivered new flows or stayed up a while. The
+- Goldmane runs on the shared ``resuming.ResumableStream`` (backoff with
+  jitter, resume point, replay de-dup, counters); after a daemon restart
+  it resumes from the newest bucket the store committed. The
   server-side filter asks for ``actions`` (Deny by default), which every
   version honours; a Whisker-style ``filter`` may narrow it further.
 - Felix: Felix sends one ``FlowUpdate`` and waits for one ``FlowReceipt``
@@ -63,7 +64,7 @@ from google.protobuf import message as pb_message
 from drop_explainer.flows import model
 from drop_explainer.goldmane_pb import goldmane_pb2 as gm
 from drop_explainer.normalise import calico as normalise
-from drop_explainer.sources import channels, errors, queueing
+from drop_explainer.sources import channels, errors, queueing, resuming
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +74,8 @@ DEFAULT_GOLDMANE_TARGET: Final = "goldmane.calico-system.svc:7443"
 DEFAULT_FELIX_SOCKET: Final = "/var/run/calico/flows/flows.sock"
 _MIB: Final = 1024 * 1024
 _NS: Final = 1_000_000_000
+BUCKET_S: Final = 15
+"""Goldmane's aggregation interval."""
 _RECEIPT: Final = gm.FlowReceipt().SerializeToString()
 _TLS_MARKERS: Final = ("ssl", "tls", "handshake", "certificate", "x509")
 _ACTION_NAMES: Final = frozenset(gm.Action.keys()) - {"ActionUnspecified"}
@@ -109,6 +112,8 @@ class GoldmaneSettings:
     max_receive_bytes: int = 16 * _MIB
     keepalive_s: float = 360.0
     """HTTP/2 ping interval; above Go gRPC's 5 min enforcement so Goldmane does not GOAWAY us."""
+    look_back_s: int = 600
+    """After a restart, resume from the newest bucket the store committed, but from no further back than this."""
 
     def validate(self) -> None:
         """Raise errors.ConfigError for settings that cannot work."""
@@ -242,8 +247,6 @@ class CalicoStats:
     """Felix connections currently open (normally 0 or 1)."""
     last_flow_time: int | None = None
     """Newest flow time received (its bucket end), in ns since the epoch."""
-    last_bucket_start: int | None = None
-    """Newest bucket start received, Unix seconds; where a Goldmane resume backfills from."""
     last_error: Exception | None = None
     skipped_by_reason: dict[str, int] = field(default_factory=dict)
     """malformed broken down by reason (decode, no-key, no-time, bad-field)."""
@@ -260,36 +263,52 @@ class BucketDedup:
     time); the per-key watermark catches those too, and costs one entry per
     active key. Keys idle longer than ``window_s`` (behind the newest bucket
     end seen) are forgotten, at most ``max_keys`` are kept, oldest first.
+    It works on our Flow (time_ns is the bucket end), so it is the
+    ``resuming.Deduplicator`` of the Goldmane stream too.
     """
 
     def __init__(self, *, window_s: int, max_keys: int = 200_000) -> None:
-        self.window_s = window_s
+        self.window_ns = window_s * _NS
         self.max_keys = max_keys
-        self._until: OrderedDict[bytes, int] = OrderedDict()
+        self._until: OrderedDict[tuple[object, ...], int] = OrderedDict()
         self._newest = 0
 
     def __len__(self) -> int:
         return len(self._until)
 
-    def is_replay(self, flow: gm.Flow) -> bool:
+    def is_repeat(self, flow: model.Flow) -> bool:
         """True if a bucket of this key ending at or after this one was delivered; otherwise remember it."""
-        key = flow.Key.SerializeToString(deterministic=True)
-        end = flow.end_time or flow.start_time
+        key = bucket_key(flow)
+        end = flow.time_ns
         until = self._until.get(key)
         if until is not None and end <= until:
             return True
         self._until[key] = end
         self._until.move_to_end(key)
         self._newest = max(self._newest, end)
-        horizon = self._newest - self.window_s
+        horizon = self._newest - self.window_ns
         until_of = self._until
         while until_of and (len(until_of) > self.max_keys or until_of[next(iter(until_of))] < horizon):
             until_of.popitem(last=False)
         return False
 
 
+def _endpoint_key(end: model.Endpoint) -> tuple[object, ...]:
+    return (end.kind, end.namespace, end.pod, end.pod_prefix, end.ip)
+
+
+def bucket_key(flow: model.Flow) -> tuple[object, ...]:
+    """What Goldmane aggregates a bucket by (its FlowKey), as our Flow carries it."""
+    return (_endpoint_key(flow.source), _endpoint_key(flow.destination), flow.protocol, flow.destination_port,
+            flow.verdict, flow.direction, flow.attribution, flow.node)
+
+
 class _CalicoSource:
-    """What both ways in share: the queue, the consumer side, and accepting one goldmane.Flow."""
+    """Felix's server side: the queue, the consumer side, and accepting one goldmane.Flow.
+
+    Felix dials us and replays its own cache, so it has no resume point to
+    keep and is not a ``resuming.ResumableStream``.
+    """
 
     name = "calico"
 
@@ -297,7 +316,6 @@ class _CalicoSource:
                  rng: random.Random | None) -> None:
         self.stats = CalicoStats()
         self._queue_size = queue_size
-        self._action_names = tuple(sorted(set(actions)))
         self._actions = frozenset(gm.Action.Value(a) for a in actions)
         self._dedup = BucketDedup(window_s=dedup_window_s)
         self._node = node
@@ -339,13 +357,11 @@ class _CalicoSource:
             stats.skip(exc.reason)
             log.debug("calico_flow_skipped", extra={"reason": exc.reason, "detail": exc.detail})
             return
-        if self._dedup.is_replay(pb):
+        if self._dedup.is_repeat(flow):
             stats.duplicates += 1
             return
         if stats.last_flow_time is None or flow.time_ns > stats.last_flow_time:
             stats.last_flow_time = flow.time_ns
-        if stats.last_bucket_start is None or pb.start_time > stats.last_bucket_start:
-            stats.last_bucket_start = pb.start_time
         stats.flows += 1
         queue.put(flow)
 
@@ -360,125 +376,122 @@ class _CalicoSource:
 # --- Goldmane ------------------------------------------------------------------------
 
 
-class GoldmaneSource(_CalicoSource):
-    """Streams Flow records from Goldmane (``/goldmane.Flows/Stream``); one instance per stream."""
+class GoldmaneSource:
+    """Streams Flow records from Goldmane (``/goldmane.Flows/Stream``); one instance per stream.
+
+    The reconnect/resume/de-dup loop is ``resuming.ResumableStream``; the
+    wire half is ``GoldmaneAdapter``.
+    """
 
     name = "goldmane"
 
-    def __init__(self, settings: GoldmaneSettings, *, rng: random.Random | None = None) -> None:
+    def __init__(self, settings: GoldmaneSettings, *, checkpoint: resuming.Checkpoint | None = None,
+                 rng: random.Random | None = None) -> None:
         settings.validate()
-        super().__init__(queue_size=settings.queue_size, actions=settings.actions,
-                         dedup_window_s=settings.dedup_window_s, node=None, rng=rng)
         self.settings = settings
+        self._adapter = GoldmaneAdapter(settings)
+        # Flow times are bucket *ends*: resuming one bucket (15 s) earlier asks again for the newest bucket.
+        loop_settings = resuming.ResumeSettings(
+            queue_size=settings.queue_size, backoff_initial_s=settings.backoff_initial_s,
+            backoff_max_s=settings.backoff_max_s, overlap_ns=(settings.resume_overlap_s + BUCKET_S) * _NS,
+            look_back_ns=settings.look_back_s * _NS)
+        self._loop = resuming.ResumableStream(self._adapter, loop_settings, checkpoint=checkpoint, rng=rng)
+        self.stats: resuming.StreamStats = self._loop.stats
+
+    def stream_flows(self) -> AsyncGenerator[model.Flow, None]:
+        """Yield flows until cancelled."""
+        return self._loop.stream_flows()
+
+    def request(self) -> gm.FlowStreamRequest:
+        """The request the next call would send."""
+        return self._adapter.request(self._loop.peek_resume())
+
+
+class GoldmaneAdapter:
+    """One Stream call to Goldmane, fed into the resumable loop."""
+
+    origin = "calico"
+
+    def __init__(self, settings: GoldmaneSettings) -> None:
+        self.settings = settings
+        self.target = settings.target
         self._filter = filter_from_whisker_json(settings.filter) if settings.filter else None
+        actions = frozenset(gm.Action.Value(a) for a in settings.actions)
         if self._filter is not None and self._filter.actions:
             # The filter's own actions replace the default, on the server and here alike.
-            self._actions = frozenset(self._filter.actions)
-        self._connected_at: float | None = None
+            actions = frozenset(self._filter.actions)
+        self._actions = actions
+        self._action_names = tuple(sorted(set(settings.actions)))
 
-    async def _run(self, queue: queueing.FlowQueue) -> None:
-        delay = self.settings.backoff_initial_s
-        failures = 0
-        while True:
-            flows_before = self.stats.flows
-            self._connected_at = None
-            failure: grpc.aio.AioRpcError | None = None
-            try:
-                await self._read_stream(queue)
-            except grpc.aio.AioRpcError as exc:
-                failure = exc
-            finally:
-                self.stats.connected = False
-            if self._connection_worked(flows_before):
-                delay, failures = self.settings.backoff_initial_s, 0
-            if failure is not None:
-                self._note_failure(failure, first=failures == 0)
-            else:
-                log.log(logging.WARNING if failures == 0 else logging.DEBUG, "goldmane_stream_ended",
-                        extra={"target": self.settings.target})
-            failures += 1
-            await asyncio.sleep(self._sleep_s(delay))
-            delay = min(delay * 2, self.settings.backoff_max_s)
-            self.stats.reconnects += 1
+    def deduplicator(self) -> resuming.Deduplicator:
+        return BucketDedup(window_s=self.settings.dedup_window_s)
 
-    def _connection_worked(self, flows_before: int) -> bool:
-        """New flows (not replays) arrived, or the stream stayed up a while (a quiet cluster)."""
-        if self._connected_at is None:
-            return False
-        lasted = asyncio.get_running_loop().time() - self._connected_at
-        return self.stats.flows != flows_before or lasted >= self.settings.backoff_max_s
+    async def read_call(self, resume: resuming.Resume, intake: resuming.Intake) -> None:
+        try:
+            await self._read(resume, intake)
+        except grpc.aio.AioRpcError as exc:
+            details = exc.details() or ""
+            # RESOURCE_EXHAUSTED: Goldmane serves at most 100 streams.
+            tls = self.settings.tls is not None and exc.code() == grpc.StatusCode.UNAVAILABLE \
+                and _looks_like_tls(details)
+            raise resuming.StreamFailure(details, code=exc.code().name, tls=tls) from exc
 
-    async def _read_stream(self, queue: queueing.FlowQueue) -> None:
-        async with self._channel() as channel:
+    async def _read(self, resume: resuming.Resume, intake: resuming.Intake) -> None:
+        s = self.settings
+        async with channels.grpc_channel(s.target, s.tls, max_receive_bytes=s.max_receive_bytes,
+                                         keepalive_s=s.keepalive_s) as channel:
             method: grpc.aio.UnaryStreamMultiCallable[gm.FlowStreamRequest, bytes] = channel.unary_stream(
                 STREAM, request_serializer=_serialize, response_deserializer=None)
-            request = self.request()
-            call = method(request)
+            call = method(self.request(resume))
             # Goldmane sends nothing until a bucket closes (15-30 s), so a
             # healthy stream is recognised by the transport state instead.
-            watcher = asyncio.create_task(self._mark_connected(channel, request.start_time_gte))
+            watcher = asyncio.create_task(_mark_connected(channel, intake))  # last_error kept: see Intake
             try:
                 while True:
                     raw = await call.read()
                     if not isinstance(raw, bytes):  # grpc.aio.EOF: Goldmane never ends a stream itself
                         return
-                    self._accept_result(raw, queue)
+                    self._accept_result(raw, intake)
             finally:
                 watcher.cancel()
                 await asyncio.wait([watcher])
 
-    def _accept_result(self, raw: bytes, queue: queueing.FlowQueue) -> None:
-        self.stats.received += 1
-        self.stats.last_error = None
+    def _accept_result(self, raw: bytes, intake: resuming.Intake) -> None:
+        intake.received()
         try:
-            result = gm.FlowResult.FromString(raw)
+            pb = gm.FlowResult.FromString(raw).flow
         except pb_message.DecodeError:
-            self._decode_failed()
+            intake.skip("decode")
             return
-        self._accept(result.flow, queue)
+        if self._actions and pb.HasField("Key") and pb.Key.action not in self._actions:
+            intake.filtered()
+            return
+        try:
+            flow = normalise.flow_from_proto(pb)
+        except normalise.MalformedFlow as exc:
+            intake.skip(exc.reason)
+            log.debug("calico_flow_skipped", extra={"reason": exc.reason, "detail": exc.detail})
+            return
+        intake.flows((flow,))
 
-    async def _mark_connected(self, channel: grpc.aio.Channel, since: int) -> None:
-        await channel.channel_ready()
-        # last_error stays until a message arrives: Goldmane refuses a stream
-        # (RESOURCE_EXHAUSTED) only after the connection is up.
-        self.stats.connected = True
-        self._connected_at = asyncio.get_running_loop().time()
-        log.info("goldmane_connected", extra={"target": self.settings.target, "start_time_gte": since})
-
-    def request(self) -> gm.FlowStreamRequest:
-        """The next Stream request: resume after the newest bucket seen, else the initial backfill, else live."""
-        settings = self.settings
+    def request(self, resume: resuming.Resume) -> gm.FlowStreamRequest:
+        """The Stream request: resume from the loop's point, else the initial backfill, else live."""
         request = gm.FlowStreamRequest()
         if self._filter is not None:
             request.filter.CopyFrom(self._filter)
         if self._actions and not request.filter.actions:
             request.filter.MergeFrom(gm.Filter(actions=self._action_names))
-        last = self.stats.last_bucket_start
-        if last is not None:
-            request.start_time_gte = max(1, last - settings.resume_overlap_s)
-        elif settings.initial_backfill_s:
-            request.start_time_gte = -settings.initial_backfill_s
+        if resume.since_ns is not None:
+            request.start_time_gte = max(1, resume.since_ns // _NS)
+        elif resume.first and self.settings.initial_backfill_s:
+            request.start_time_gte = -self.settings.initial_backfill_s
         return request
 
-    def _note_failure(self, exc: grpc.aio.AioRpcError, *, first: bool) -> None:
-        details = exc.details() or ""
-        target = self.settings.target
-        code = exc.code()
-        tls = self.settings.tls
-        if tls is not None and code == grpc.StatusCode.UNAVAILABLE and _looks_like_tls(details):
-            self.stats.tls_failures += 1
-            self.stats.last_error = errors.TlsVerificationFailed(target, details)
-            log.log(logging.ERROR if first else logging.DEBUG, "goldmane_tls_verification_failed",
-                    extra={"target": target, "details": details})
-            return
-        self.stats.last_error = exc
-        # RESOURCE_EXHAUSTED: Goldmane serves at most 100 streams.
-        log.log(logging.WARNING if first else logging.DEBUG, "goldmane_stream_failed",
-                extra={"target": target, "code": code.name, "details": details})
 
-    def _channel(self) -> grpc.aio.Channel:
-        s = self.settings
-        return channels.grpc_channel(s.target, s.tls, max_receive_bytes=s.max_receive_bytes, keepalive_s=s.keepalive_s)
+async def _mark_connected(channel: grpc.aio.Channel, intake: resuming.Intake) -> None:
+    await channel.channel_ready()
+    # Goldmane refuses a stream (RESOURCE_EXHAUSTED) only after the connection is up.
+    intake.connected(clear_error=False)
 
 
 def _serialize(request: gm.FlowStreamRequest) -> bytes:

@@ -150,6 +150,8 @@ class StreamStats:
     """Messages over the source's size cap (skipped) or over the transport's (the call failed)."""
     non_flow: int = 0
     """Responses that are not flows (node_status, lost_events...), skipped; by kind in skipped_by_reason."""
+    filtered: int = 0
+    """Flows the server sent that we did not ask for, dropped here."""
     lost_events: int = 0
     """Events the server says it lost on its side."""
     overflow: int = 0
@@ -177,12 +179,19 @@ class Intake:
         self._stream = stream
         self._queue = queue
 
-    def connected(self) -> None:
-        """The call is up (headers or the transport said so), even if no flow arrived yet."""
-        self._stream._note_connected()
+    def connected(self, *, clear_error: bool = True) -> None:
+        """The call is up (headers or the transport said so), even if no flow arrived yet.
+
+        ``clear_error=False`` for a server that may still refuse the call
+        after the connection is up (Goldmane's stream limit): then the last
+        error stays until a message arrives.
+        """
+        self._stream._note_connected(clear_error=clear_error)
 
     def received(self, n: int = 1) -> None:
-        self._stream.stats.received += n
+        stats = self._stream.stats
+        stats.received += n
+        stats.last_error = None
 
     def skip(self, reason: str) -> None:
         """One message or flow could not be used (a malformed one); counted by reason."""
@@ -201,6 +210,10 @@ class Intake:
         stats = self._stream.stats
         stats.non_flow += 1
         stats.skip(kind)
+
+    def filtered(self) -> None:
+        """A valid flow of a kind not asked for (a server that ignores part of the filter)."""
+        self._stream.stats.filtered += 1
 
     def lost(self, n: int) -> None:
         """The server reported ``n`` events lost on its side."""
@@ -340,9 +353,10 @@ class ResumableStream:
         lasted = asyncio.get_running_loop().time() - self._connected_at
         return self.stats.last_flow_time != newest_before or lasted >= self.settings.backoff_max_s
 
-    def _note_connected(self) -> None:
+    def _note_connected(self, *, clear_error: bool) -> None:
         self.stats.connected = True
-        self.stats.last_error = None
+        if clear_error:
+            self.stats.last_error = None
         self._connected_at = asyncio.get_running_loop().time()
         log.info("stream_connected", extra={"origin": self.adapter.origin, "target": self.adapter.target})
 
