@@ -24,8 +24,10 @@ loss of the node (the last transactions may be lost then; the file stays
 consistent).
 
 Bounds: ``max_per_pod`` signatures per affected pod and ``max_total``
-overall, least recently seen (recorded) evicted first and counted in
-``evictions``; ``prune()`` drops what is older than the retention and keeps
+overall, counted in ``evictions``. Over ``max_total`` the pod holding the
+most signatures gives up its least recently seen one, so a flood aimed at
+some workloads evicts its own history, not that of the pods it does not
+touch; ``prune()`` drops what is older than the retention and keeps
 at most ``max_buckets`` minute buckets. So the file is bounded by rows:
 about ``max_total`` x (explanation + ``max_samples`` flows) + ``max_buckets``
 x 50 bytes; deleted pages are returned by incremental vacuum, and the WAL is
@@ -71,6 +73,7 @@ _MAX_NODES: Final = 256
 """Nodes remembered per signature; a DaemonSet source could otherwise list every node."""
 _MAX_PENDING: Final = 50_000
 """Pending bucket updates that force a flush, so a fast replay cannot grow memory between flushes."""
+_INT64_MAX: Final = 2**63 - 1
 _CHUNK: Final = 500
 """Ids per ``IN (...)``, well under SQLite's variable limit."""
 
@@ -110,6 +113,7 @@ _INSERT_SAMPLE: Final = "INSERT OR IGNORE INTO samples (sig_id, seq, flow_json) 
 _ADD_BUCKET: Final = ("INSERT INTO buckets (sig_id, minute, flows, connections) VALUES (?, ?, ?, ?) "
                       "ON CONFLICT (sig_id, minute) DO UPDATE SET flows = flows + excluded.flows, "
                       "connections = connections + excluded.connections")
+_SET_META: Final = "INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value"
 _WINDOW: Final = "SELECT {} FROM buckets b WHERE b.sig_id = s.id AND b.minute BETWEEN ? AND ?"
 
 
@@ -200,6 +204,16 @@ class DropStore:
         self._dirty: set[str] = set()
         self._samples: list[tuple[str, int, str]] = []
         self._buckets: dict[tuple[str, int], list[int]] = {}
+        self._resume: dict[str, int] = {}
+        """Newest committed flow time per origin: where a restarted source resumes."""
+        self._pending_resume: dict[str, int] = {}
+        # Groups (affected pods) by how many signatures they hold, so the biggest is found in O(1).
+        self._groups_of_size: dict[int, set[PodKey]] = {}
+        self._biggest = 0
+        self.write_failures = 0
+        """Commits that failed since this process started (each rolled back)."""
+        self.failing = False
+        """The last commit failed: /healthz says so."""
         self._db = _connect(self.path)
         try:
             self._load()
@@ -217,11 +231,14 @@ class DropStore:
         stays unknown, so its next drop is reported new again.
         """
         sid = drop.signature.id
+        flow = drop.flow
+        origin = flow.origin
+        if flow.time_ns > self._pending_resume.get(origin, -1):
+            self._pending_resume[origin] = flow.time_ns
         agg = self._aggs.get(sid)
         if agg is None:
             self._insert(sid, drop)
             return True
-        flow = drop.flow
         agg.flows += 1
         agg.packets += flow.packets
         agg.connections += flow.connections
@@ -248,8 +265,12 @@ class DropStore:
 
     def flush(self) -> None:
         """Commit the pending repeat counts in one transaction."""
-        if self._dirty or self._samples or self._buckets:
+        if self._dirty or self._samples or self._buckets or self._pending_resume:
             self._commit()
+
+    def resume_point(self, origin: str) -> int | None:
+        """Newest flow time (ns) of this origin whose drop is committed (``resuming.Checkpoint``)."""
+        return self._resume.get(origin)
 
     def prune(self, now: float | None = None) -> int:
         """Delete signatures and buckets older than the retention, keep at most max_buckets; returns signatures."""
@@ -376,39 +397,98 @@ class DropStore:
         for victim in victims:
             self._forget(victim)
         self._aggs[sid] = agg
-        self._by_pod.setdefault(pod, OrderedDict())[sid] = None
+        self._add_to_group(pod, sid)
         if victims:
             self.evictions += len(victims)
             log.debug("drop_store_evicted", extra={"path": self.path, "signatures": len(victims)})
 
     def _victims(self, pod: PodKey) -> list[str]:
-        """Least recently seen signatures that must go for one more of this pod to fit."""
+        """Signatures that must go for one more of this pod to fit.
+
+        Over ``max_per_pod``: this pod's least recently seen. Over
+        ``max_total``: the least recently seen of the pod holding the most
+        signatures (counting the one coming in), so a flood aimed at a few
+        workloads evicts its own history first and never that of the pods
+        it does not touch.
+        """
         victims: list[str] = []
         same_pod = self._by_pod.get(pod)
         if same_pod is not None and len(same_pod) >= self.max_per_pod:
             victims += itertools.islice(same_pod, len(same_pod) - self.max_per_pod + 1)
+        # Victims always come off the front of their group's order, so a count per group locates the next.
+        taken = {pod: len(victims)}
         excess = len(self._aggs) - len(victims) + 1 - self.max_total
-        for sid in self._aggs:
-            if excess <= 0:
+        while excess > 0:
+            group = self._biggest_group(taken, incoming=pod)
+            victim = None if group is None else next(itertools.islice(self._by_pod[group], taken.get(group, 0),
+                                                                      None), None)
+            if group is None or victim is None:
                 break
-            if sid not in victims:
-                victims.append(sid)
-                excess -= 1
+            victims.append(victim)
+            taken[group] = taken.get(group, 0) + 1
+            excess -= 1
         return victims
 
+    def _biggest_group(self, taken: dict[PodKey, int], *, incoming: PodKey) -> PodKey | None:
+        """The group with the most signatures, less those ``taken``, plus the one coming in; None if all empty."""
+        best: PodKey | None = None
+        best_size = 0
+        for size in range(self._biggest, 0, -1):
+            if size + 1 <= best_size:
+                break
+            for group in self._groups_of_size.get(size, ()):
+                effective = size - taken.get(group, 0) + (group == incoming)
+                if effective > best_size and size > taken.get(group, 0):
+                    best, best_size = group, effective
+                    if effective > size:
+                        break  # the incoming group at the top size: nothing can beat it
+        return best
+
+    def _add_to_group(self, pod: PodKey, sid: str) -> None:
+        order = self._by_pod.setdefault(pod, OrderedDict())
+        self._resize_group(pod, len(order), len(order) + 1)
+        order[sid] = None
+
+    def _resize_group(self, pod: PodKey, old: int, new: int) -> None:
+        if old:
+            bucket = self._groups_of_size[old]
+            bucket.discard(pod)
+            if not bucket:
+                del self._groups_of_size[old]
+        if new:
+            self._groups_of_size.setdefault(new, set()).add(pod)
+        if new > self._biggest:
+            self._biggest = new
+        while self._biggest and self._biggest not in self._groups_of_size:
+            self._biggest -= 1
+
     def _commit(self, victims: Sequence[str] = (), write: Callable[[], None] | None = None) -> None:
-        """Pending updates, deletions of victims and an optional insert, in one transaction."""
+        """Pending updates, deletions of victims and an optional insert, in one transaction.
+
+        On failure everything stays pending (the next flush retries it) and
+        the failure is counted; the caller gets StoreWriteFailed.
+        """
         gone = set(victims)
         updates = [self._aggs[sid].row(sid) for sid in self._dirty if sid not in gone]
         samples = [s for s in self._samples if s[0] not in gone]
         buckets = [(sid, m, f, c) for (sid, m), (f, c) in self._buckets.items() if sid not in gone]
-        with self._writing():
-            self._db.executemany(_UPDATE, updates)
-            self._db.executemany(_INSERT_SAMPLE, samples)
-            self._db.executemany(_ADD_BUCKET, buckets)
-            self._delete(victims)
-            if write is not None:
-                write()
+        resume = {o: t for o, t in self._pending_resume.items() if t > self._resume.get(o, -1)}
+        try:
+            with self._writing():
+                self._db.executemany(_UPDATE, updates)
+                self._db.executemany(_INSERT_SAMPLE, samples)
+                self._db.executemany(_ADD_BUCKET, buckets)
+                self._db.executemany(_SET_META, [(f"resume:{o}", str(t)) for o, t in resume.items()])
+                self._delete(victims)
+                if write is not None:
+                    write()
+        except errors.StoreWriteFailed:
+            self.write_failures += 1
+            self.failing = True
+            raise
+        self.failing = False
+        self._resume.update(resume)
+        self._pending_resume.clear()
         self._dirty.clear()
         self._samples.clear()
         self._buckets.clear()
@@ -423,6 +503,7 @@ class DropStore:
         agg = self._aggs.pop(sid)
         same_pod = self._by_pod[agg.pod]
         del same_pod[sid]
+        self._resize_group(agg.pod, len(same_pod) + 1, len(same_pod))
         if not same_pod:
             del self._by_pod[agg.pod]
 
@@ -470,7 +551,10 @@ class DropStore:
             for sid, ns, name, flows, packets, conns, first, last, nodes, samples in rows:
                 pod = (ns, name)
                 self._aggs[sid] = _Aggregate(pod, flows, packets, conns, first, last, set(json.loads(nodes)), samples)
-                self._by_pod.setdefault(pod, OrderedDict())[sid] = None
+                self._add_to_group(pod, sid)
+            for key, value in self._db.execute("SELECT key, value FROM meta WHERE key LIKE 'resume:%'"):
+                with contextlib.suppress(ValueError):  # a hand-edited value is ignored, not fatal
+                    self._resume[str(key).removeprefix("resume:")] = int(value)
         self._shrink_to_limits()
 
     def _shrink_to_limits(self) -> None:
