@@ -138,14 +138,16 @@ def _labels(labels: Sequence[str]) -> Mapping[str, str]:
     key = tuple(labels)
     found = _label_cache.get(key)
     if found is None:
-        if len(_label_cache) >= _CACHE_LIMIT:
-            _label_cache.clear()
         found = {}
         for label in key:
             k, _, v = label.partition("=")
             if k and not k.startswith(_CALICO_LABEL):
                 found[k] = v
-        _label_cache[key] = found
+        # Huge label lists are not cached: the cache stays bounded in bytes (4096 x 4 KiB).
+        if len(key) <= 64 and sum(map(len, key)) <= 4096:
+            if len(_label_cache) >= _CACHE_LIMIT:
+                _label_cache.clear()
+            _label_cache[key] = found
     return found
 
 

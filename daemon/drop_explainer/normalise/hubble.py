@@ -138,6 +138,8 @@ _POLICY_NAME_LABEL: Final = "k8s:io.cilium.k8s.policy.name="
 _POLICY_KIND_LABEL: Final = "k8s:io.cilium.k8s.policy.derived-from="
 _INTERNAL_RULE_LABEL: Final = "reserved:io.cilium.policy.derived-from="
 _CACHE_LIMIT: Final = 4096
+_CACHEABLE_BYTES: Final = 4096
+"""Larger keys are not cached: the caches stay bounded in bytes (4096 x 4 KiB), whatever a peer sends."""
 
 
 class _Labels(NamedTuple):
@@ -182,6 +184,8 @@ def _labels(labels: tuple[str, ...]) -> _Labels:
     # model types it as a read-only Mapping.
     info = _label_cache.get(labels)
     if info is None:
+        if len(labels) > 64 or sum(map(len, labels)) > _CACHEABLE_BYTES:
+            return _parse_labels(labels)
         if len(_label_cache) >= _CACHE_LIMIT:
             _label_cache.clear()
         info = _label_cache[labels] = _parse_labels(labels)
@@ -266,13 +270,15 @@ def _endpoint_from_proto(ep: flow_pb2.Endpoint, ip: str) -> model.Endpoint:
     key = (ep.SerializeToString(), ip)
     found = _endpoint_cache.get(key)
     if found is None:
-        if len(_endpoint_cache) >= _CACHE_LIMIT:
-            _endpoint_cache.clear()
         workloads = ep.workloads
-        found = _endpoint_cache[key] = _endpoint(
+        found = _endpoint(
             ep.identity, ep.namespace, ep.pod_name, tuple(ep.labels),
             workload=workloads[0].name if workloads else None, ip=ip or None,
         )
+        if len(key[0]) + len(ip) <= _CACHEABLE_BYTES:
+            if len(_endpoint_cache) >= _CACHE_LIMIT:
+                _endpoint_cache.clear()
+            _endpoint_cache[key] = found
     return found
 
 

@@ -64,6 +64,7 @@ from google.protobuf import message as pb_message
 from drop_explainer.flows import model
 from drop_explainer.goldmane_pb import goldmane_pb2 as gm
 from drop_explainer.normalise import calico as normalise
+from drop_explainer.normalise import checking
 from drop_explainer.sources import channels, errors, queueing, resuming
 
 log = logging.getLogger(__name__)
@@ -238,6 +239,10 @@ class CalicoStats:
     """Flows of an action not asked for (Felix pushes every flow)."""
     overflow: int = 0
     """Flows discarded because the consumer was behind (drop-oldest)."""
+    clamped_times: int = 0
+    """Flows stamped too far in the future, set to now."""
+    truncated: int = 0
+    """Flows cut to the size caps."""
     reconnects: int = 0
     """Goldmane: streams re-opened. Felix: connections after the first, plus socket re-creations."""
     tls_failures: int = 0
@@ -351,12 +356,15 @@ class _CalicoSource:
             stats.filtered += 1
             return
         try:
-            flow = normalise.flow_from_proto(pb, node=self._node)
-        except normalise.MalformedFlow as exc:
+            result = checking.check(normalise.flow_from_proto(pb, node=self._node))
+        except (normalise.MalformedFlow, checking.InvalidFlow) as exc:
             stats.malformed += 1
             stats.skip(exc.reason)
             log.debug("calico_flow_skipped", extra={"reason": exc.reason, "detail": exc.detail})
             return
+        flow = result.flow
+        stats.clamped_times += result.clamped
+        stats.truncated += result.truncated
         if self._dedup.is_repeat(flow):
             stats.duplicates += 1
             return

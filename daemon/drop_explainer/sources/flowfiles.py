@@ -27,9 +27,11 @@ from pathlib import Path
 from typing import Final, TextIO
 
 from drop_explainer.flows import codec, model
+from drop_explainer.normalise import checking
 from drop_explainer.normalise import hubble as normalise_hubble
 
 _GZIP_MAGIC: Final = b"\x1f\x8b"
+_FILE_LIMITS: Final = checking.Limits(max_future_ns=2**62)
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,10 +65,16 @@ def parse_line(line: str, line_no: int = 0) -> model.Flow | MalformedRecord:
         return MalformedRecord(line_no, "not a JSON object")
     try:
         if "record" in obj:
-            return codec.flow_from_json(obj)
-        return normalise_hubble.flow_from_json(obj, origin="file")
-    except (codec.BadFlowRecord, normalise_hubble.MalformedFlow) as exc:
+            flow = codec.flow_from_json(obj)
+        else:
+            flow = normalise_hubble.flow_from_json(obj, origin="file")
+        # A saved file is history: no clamping to the local clock, only the value checks and size caps.
+        return checking.check(flow, limits=_FILE_LIMITS).flow
+    except (codec.BadFlowRecord, normalise_hubble.MalformedFlow, checking.InvalidFlow) as exc:
         return MalformedRecord(line_no, str(exc))
+    except (TypeError, ValueError, OverflowError, RecursionError) as exc:
+        # Whatever else a hostile line trips over is that line's problem only.
+        return MalformedRecord(line_no, f"unusable record: {type(exc).__name__}")
 
 
 def _open(path: Path) -> TextIO:

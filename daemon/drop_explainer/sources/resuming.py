@@ -64,6 +64,7 @@ from dataclasses import dataclass, field
 from typing import Final, Protocol
 
 from drop_explainer.flows import model
+from drop_explainer.normalise import checking
 from drop_explainer.sources import errors, queueing
 
 log = logging.getLogger(__name__)
@@ -158,6 +159,10 @@ class StreamStats:
     """Flows discarded because the consumer was behind (drop-oldest)."""
     duplicates: int = 0
     """Flows a resume replayed, dropped."""
+    clamped_times: int = 0
+    """Flows stamped too far in the future, set to now (normalise.checking)."""
+    truncated: int = 0
+    """Flows with strings, labels or lists cut to the size caps (normalise.checking)."""
     resumed: int = 0
     """Calls that resumed from a since time (from the checkpoint or the stream)."""
     reconnects: int = 0
@@ -220,8 +225,21 @@ class Intake:
         self._stream.stats.lost_events += n
 
     def flows(self, flows: Sequence[model.Flow]) -> None:
-        """Normalised flows, in stream order."""
-        self._stream._take(flows, self._queue)
+        """Normalised flows, in stream order; each is checked (normalise.checking) before it goes on."""
+        stats = self._stream.stats
+        checked: list[model.Flow] = []
+        for flow in flows:
+            try:
+                result = checking.check(flow)
+            except checking.InvalidFlow as exc:
+                self.skip(exc.reason)
+                log.debug("flow_skipped", extra={"origin": self._stream.adapter.origin, "reason": exc.reason,
+                                                 "detail": exc.detail})
+                continue
+            stats.clamped_times += result.clamped
+            stats.truncated += result.truncated
+            checked.append(result.flow)
+        self._stream._take(checked, self._queue)
 
 
 class StreamAdapter(Protocol):
