@@ -457,8 +457,7 @@ class DropStore:
                 del self._groups_of_size[old]
         if new:
             self._groups_of_size.setdefault(new, set()).add(pod)
-        if new > self._biggest:
-            self._biggest = new
+        self._biggest = max(self._biggest, new)
         while self._biggest and self._biggest not in self._groups_of_size:
             self._biggest -= 1
 

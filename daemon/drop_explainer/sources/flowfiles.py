@@ -64,10 +64,7 @@ def parse_line(line: str, line_no: int = 0) -> model.Flow | MalformedRecord:
     if not isinstance(obj, dict):
         return MalformedRecord(line_no, "not a JSON object")
     try:
-        if "record" in obj:
-            flow = codec.flow_from_json(obj)
-        else:
-            flow = normalise_hubble.flow_from_json(obj, origin="file")
+        flow = codec.flow_from_json(obj) if "record" in obj else normalise_hubble.flow_from_json(obj, origin="file")
         # A saved file is history: no clamping to the local clock, only the value checks and size caps.
         return checking.check(flow, limits=_FILE_LIMITS).flow
     except (codec.BadFlowRecord, normalise_hubble.MalformedFlow, checking.InvalidFlow) as exc:
