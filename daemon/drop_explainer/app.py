@@ -30,14 +30,15 @@ from drop_explainer.cluster.loading import load_state
 from drop_explainer.explain.cache import ExplanationCache
 from drop_explainer.explain.model import Explanation
 from drop_explainer.flows.model import Flow
-from drop_explainer.pipeline import Pipeline, StateSource, StaticState
+from drop_explainer.pipeline import Admission, Pipeline, StateSource, StaticState
 from drop_explainer.settings import Settings
 from drop_explainer.sinks.base import Sink
 from drop_explainer.sinks.events import EventSettings, EventSink
 from drop_explainer.sinks.metrics import MetricsSink
 from drop_explainer.sinks.radius import RadiusSink
+from drop_explainer.sinks.errors import StoreWriteFailed
 from drop_explainer.sinks.store import DropStore
-from drop_explainer.sources import dedup, flowfiles
+from drop_explainer.sources import dedup, flowfiles, resuming
 from drop_explainer.sources.calico import FelixSocketSource, GoldmaneSource
 from drop_explainer.sources.hubble import HubbleSource
 
@@ -89,9 +90,10 @@ class ReplaySource:
 Source: TypeAlias = HubbleSource | GoldmaneSource | FelixSocketSource | ReplaySource
 
 
-def make_source(settings: Settings) -> Source:
+def make_source(settings: Settings, *, checkpoint: resuming.Checkpoint | None = None) -> Source:
+    """The configured source; a resumable one resumes from ``checkpoint`` (the store) after a restart."""
     if settings.source == "calico-goldmane":
-        return GoldmaneSource(settings.goldmane)
+        return GoldmaneSource(settings.goldmane, checkpoint=checkpoint)
     if settings.source == "calico-felix":
         return FelixSocketSource(settings.felix)
     if settings.source == "replay":
@@ -99,7 +101,7 @@ def make_source(settings: Settings) -> Source:
         if not Path(settings.replay_file).exists():
             raise FileNotFoundError(f"--replay-file {settings.replay_file}: no such file")
         return ReplaySource(settings.replay_file)
-    return HubbleSource(settings.hubble)
+    return HubbleSource(settings.hubble, checkpoint=checkpoint)
 
 
 class PolicyHistory(Protocol):
@@ -136,13 +138,18 @@ def source_name(source: Source) -> str:
     return "calico"
 
 
-YIELD_EVERY = 256
-"""Flows processed between two yields to the event loop, so the API answers during a backlog."""
+YIELD_AFTER_S = 0.005
+"""Processing time after which the flow loop yields, so the API and probes answer within a few ms.
+
+A time budget, not a flow count: a flood of new drops costs a store write
+and a fresh explanation each, a hundred times a cache hit.
+"""
 
 
 async def _consume(daemon: Daemon) -> None:
     name = source_name(daemon.source)
-    count = 0
+    clock = time.perf_counter
+    started = clock()
     async for flow in daemon.source.stream_flows():
         if daemon.live is not None and not daemon.live.ready:
             # Explaining against a half-listed cluster would blame the wrong
@@ -150,9 +157,9 @@ async def _consume(daemon: Daemon) -> None:
             await daemon.live.wait_ready()
         daemon.metrics.flow_received(name)
         daemon.pipeline.process(flow)
-        count += 1
-        if count % YIELD_EVERY == 0:
+        if clock() - started >= YIELD_AFTER_S:
             await asyncio.sleep(0)
+            started = clock()
     log.info("source_finished", extra={"source": name})
 
 
@@ -160,11 +167,16 @@ async def _flush_forever(daemon: Daemon) -> None:
     last_prune = time.monotonic()
     while True:
         await asyncio.sleep(FLUSH_INTERVAL_S)
-        daemon.store.flush()
         daemon.metrics.sweep()
-        if time.monotonic() - last_prune > PRUNE_INTERVAL_S:
-            daemon.store.prune()
-            last_prune = time.monotonic()
+        try:
+            daemon.store.flush()
+            if time.monotonic() - last_prune > PRUNE_INTERVAL_S:
+                daemon.store.prune()
+                last_prune = time.monotonic()
+        except StoreWriteFailed:
+            # Rolled back and kept pending: the next flush retries. /healthz and
+            # drop_explainer_store_failing say so; the daemon keeps serving.
+            continue
 
 
 class _SourceStats:
@@ -238,6 +250,8 @@ def _ready(daemon: Daemon) -> tuple[bool, str]:
 
 
 def _healthy(daemon: Daemon) -> tuple[bool, str]:
+    if daemon.store.failing:
+        return False, f"drop store {daemon.store.path}: the last {daemon.store.write_failures} write(s) failed"
     if daemon.live is None:
         return True, "ok"
     stalled = daemon.live.stalled()
@@ -274,14 +288,21 @@ async def serve(settings: Settings, *, state: StateSource | None = None,
         # The blast radius of a new drop's fix is completed by the radius sink, off the flow path.
         cache = ExplanationCache(blast_radius=False)
         metrics.register_explanation_cache(cache)
+        # A replayed file is history being read on purpose: all of it is admitted.
+        admission = Admission() if settings.source != "replay" else None
         pipeline = Pipeline(state, store=store, sinks=sinks, cache=cache,
                             annotate=policy_history_note(live) if live is not None else None,
-                            observe_latency=metrics.observe_explain, on_sink_error=metrics.sink_error)
+                            observe_latency=metrics.observe_explain, on_sink_error=metrics.sink_error,
+                            admission=admission)
+        if admission is not None:
+            metrics.register_admission(admission)
         radius = RadiusSink(pipeline.engine, store.update_explanation)
         pipeline.sinks.append(("blast-radius", radius))
         peers = Peers(settings.peers, settings.node_name, state.snapshot)
-        daemon = Daemon(settings, registry, metrics, store, state, pipeline, peers, make_source(settings),
-                        live, events)
+        source = make_source(settings, checkpoint=store)
+        if not isinstance(source, ReplaySource):
+            metrics.register_source(source_name(source), source.stats)
+        daemon = Daemon(settings, registry, metrics, store, state, pipeline, peers, source, live, events)
         log.info("daemon_starting", extra={"source": settings.source, "node": settings.node_name,
                                            "mode": settings.peers.mode, "store": settings.store.path})
         async with asyncio.TaskGroup() as tg:

@@ -58,8 +58,27 @@ class StoreStats(Protocol):
     """What the metrics read from the drop store at scrape time."""
 
     evictions: int
+    write_failures: int
+    failing: bool
 
     def size(self) -> int: ...
+
+
+class SourceAccounting(Protocol):
+    """What the metrics read from a source's counters at scrape time (sources.resuming.StreamStats)."""
+
+    lost_events: int
+    duplicates: int
+    resumed: int
+    clamped_times: int
+    truncated: int
+    non_flow_by_kind: dict[str, int]
+
+
+class AdmissionStats(Protocol):
+    """What the metrics read from the pipeline's admission of new signatures."""
+
+    deferred: int
 
 
 class CacheStats(Protocol):
@@ -228,6 +247,14 @@ class MetricsSink:
         """Report the explanation cache's hits and misses, read at each scrape."""
         self._scraped.cache = cache
 
+    def register_source(self, source: str, stats: SourceAccounting) -> None:
+        """Report a source's lost events, resume duplicates, non-flow responses, clamps and truncations."""
+        self._scraped.sources[source] = stats
+
+    def register_admission(self, admission: AdmissionStats) -> None:
+        """Report the new signatures held back by the admission limits."""
+        self._scraped.admission = admission
+
 
 def affected_pod_labels(ep: Endpoint) -> PodKey:
     """namespace and pod labels of an endpoint: ("", kind) when it is not a pod."""
@@ -244,12 +271,15 @@ class _ScrapeCollector(Collector):
     def __init__(self) -> None:
         self.store: StoreStats | None = None
         self.cache: CacheStats | None = None
+        self.sources: dict[str, SourceAccounting] = {}
+        self.admission: AdmissionStats | None = None
 
     def describe(self) -> Iterable[Metric]:
-        return list(self._families(None, None))
+        return [*self._families(None, None), *_source_families({}), *_admission_families(None)]
 
     def collect(self) -> Iterable[Metric]:
-        return list(self._families(self.store, self.cache))
+        return [*self._families(self.store, self.cache), *_source_families(self.sources),
+                *_admission_families(self.admission)]
 
     @staticmethod
     def _families(store: StoreStats | None, cache: CacheStats | None) -> Iterator[Metric]:
@@ -260,10 +290,50 @@ class _ScrapeCollector(Collector):
                                    "Flows answered from the explanation cache.")
         misses = CounterMetricFamily("drop_explainer_explanation_cache_misses",
                                      "Flows explained afresh (a new question or a new cluster state).")
+        write_failures = CounterMetricFamily("drop_explainer_store_write_failures",
+                                             "Drop store commits that failed and were rolled back (retried).")
+        failing = GaugeMetricFamily("drop_explainer_store_failing", "1 while the last drop store commit failed.")
         if store is not None:
             size.add_metric([], store.size())
             evictions.add_metric([], store.evictions)
+            write_failures.add_metric([], store.write_failures)
+            failing.add_metric([], 1 if store.failing else 0)
         if cache is not None:
             hits.add_metric([], cache.hits)
             misses.add_metric([], cache.misses)
-        yield from (size, evictions, hits, misses)
+        yield from (size, evictions, write_failures, failing, hits, misses)
+
+
+_SOURCE_COUNTERS: Final = (
+    ("lost_events", "drop_explainer_source_lost_events",
+     "Events the flow server reported lost on its side (Hubble lost_events, summed)."),
+    ("duplicates", "drop_explainer_resume_duplicates", "Flows a resume replayed, recognised and dropped."),
+    ("resumed", "drop_explainer_source_resumes", "Stream calls that resumed from a since time."),
+    ("clamped_times", "drop_explainer_flow_times_clamped",
+     "Flows stamped too far ahead of the local clock, set to now."),
+    ("truncated", "drop_explainer_flows_truncated", "Flows whose strings, labels or lists were cut to the caps."),
+)
+
+
+def _source_families(sources: dict[str, SourceAccounting]) -> Iterator[Metric]:
+    for attr, name, doc in _SOURCE_COUNTERS:
+        family = CounterMetricFamily(name, doc, labels=["source"])
+        for source, stats in sources.items():
+            family.add_metric([source], getattr(stats, attr))
+        yield family
+    non_flow = CounterMetricFamily("drop_explainer_non_flow_responses",
+                                   "Valid responses that carry no flow (node_status, lost_events), skipped.",
+                                   labels=["source", "kind"])
+    for source, stats in sources.items():
+        for kind, count in sorted(stats.non_flow_by_kind.items()):
+            non_flow.add_metric([source, kind], count)
+    yield non_flow
+
+
+def _admission_families(admission: AdmissionStats | None) -> Iterator[Metric]:
+    deferred = CounterMetricFamily(
+        "drop_explainer_new_signatures_deferred",
+        "New drop signatures over the admission rate (per workload or in total), counted as \"N more\" instead.")
+    if admission is not None:
+        deferred.add_metric([], admission.deferred)
+    yield deferred

@@ -311,6 +311,10 @@ class DropStore:
         """Signatures stored."""
         return len(self._aggs)
 
+    def knows(self, sid: str) -> bool:
+        """The signature is stored (its next drop is a repeat, not new)."""
+        return sid in self._aggs
+
     def get(self, sid: str) -> DropRecord | None:
         self.flush()
         rows = self._select(f"SELECT {_COLUMNS}, NULL, NULL {_FROM} WHERE s.id = ?", [sid])

@@ -239,6 +239,10 @@ class CalicoStats:
     """Flows of an action not asked for (Felix pushes every flow)."""
     overflow: int = 0
     """Flows discarded because the consumer was behind (drop-oldest)."""
+    lost_events: int = 0
+    """Never reported by Felix; kept so every source has the same accounting."""
+    resumed: int = 0
+    """Felix replays on its own; we never ask it to resume."""
     clamped_times: int = 0
     """Flows stamped too far in the future, set to now."""
     truncated: int = 0
@@ -255,6 +259,8 @@ class CalicoStats:
     last_error: Exception | None = None
     skipped_by_reason: dict[str, int] = field(default_factory=dict)
     """malformed broken down by reason (decode, no-key, no-time, bad-field)."""
+    non_flow_by_kind: dict[str, int] = field(default_factory=dict)
+    """Felix sends only flows; empty, for the same accounting as every source."""
 
     def skip(self, reason: str) -> None:
         self.skipped_by_reason[reason] = self.skipped_by_reason.get(reason, 0) + 1

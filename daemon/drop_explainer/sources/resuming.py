@@ -150,7 +150,7 @@ class StreamStats:
     oversized: int = 0
     """Messages over the source's size cap (skipped) or over the transport's (the call failed)."""
     non_flow: int = 0
-    """Responses that are not flows (node_status, lost_events...), skipped; by kind in skipped_by_reason."""
+    """Responses that are not flows (node_status, lost_events...), skipped; by kind in non_flow_by_kind."""
     filtered: int = 0
     """Flows the server sent that we did not ask for, dropped here."""
     lost_events: int = 0
@@ -172,6 +172,9 @@ class StreamStats:
     """Newest flow time received, ns since the epoch."""
     last_error: Exception | None = None
     skipped_by_reason: dict[str, int] = field(default_factory=dict)
+    """malformed and oversized, by reason: only what a peer got wrong."""
+    non_flow_by_kind: dict[str, int] = field(default_factory=dict)
+    """Valid responses without a flow, by kind: not malformed, and not counted as such."""
 
     def skip(self, reason: str) -> None:
         self.skipped_by_reason[reason] = self.skipped_by_reason.get(reason, 0) + 1
@@ -214,7 +217,7 @@ class Intake:
         """A valid response that carries no flow."""
         stats = self._stream.stats
         stats.non_flow += 1
-        stats.skip(kind)
+        stats.non_flow_by_kind[kind] = stats.non_flow_by_kind.get(kind, 0) + 1
 
     def filtered(self) -> None:
         """A valid flow of a kind not asked for (a server that ignores part of the filter)."""

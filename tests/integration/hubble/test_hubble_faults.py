@@ -94,7 +94,8 @@ async def test_malformed_and_non_flow_responses_are_counted_and_the_stream_goes_
         await collector.until(lambda: len(collector.flows) == 1)
     stats = collector.source.stats
     assert (stats.received, stats.malformed, stats.non_flow, stats.lost_events) == (5, 2, 2, 7)
-    assert stats.skipped_by_reason == {"decode": 1, "no-time": 1, "node_status": 1, "lost_events": 1}
+    assert stats.skipped_by_reason == {"decode": 1, "no-time": 1}  # what the peer got wrong
+    assert stats.non_flow_by_kind == {"node_status": 1, "lost_events": 1}  # valid, not malformed
     assert stats.reconnects == 0
     assert collector.flows[0].source_port == 30002
 
