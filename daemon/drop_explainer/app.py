@@ -33,10 +33,10 @@ from drop_explainer.flows.model import Flow
 from drop_explainer.pipeline import Admission, Pipeline, StateSource, StaticState
 from drop_explainer.settings import Settings
 from drop_explainer.sinks.base import Sink
+from drop_explainer.sinks.errors import StoreWriteFailed
 from drop_explainer.sinks.events import EventSettings, EventSink
 from drop_explainer.sinks.metrics import MetricsSink
 from drop_explainer.sinks.radius import RadiusSink
-from drop_explainer.sinks.errors import StoreWriteFailed
 from drop_explainer.sinks.store import DropStore
 from drop_explainer.sources import dedup, flowfiles, resuming
 from drop_explainer.sources.calico import FelixSocketSource, GoldmaneSource

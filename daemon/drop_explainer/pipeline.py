@@ -43,7 +43,7 @@ class NewDropRecorder(Protocol):
 class _Bucket:
     """A token bucket: ``burst`` at once, then ``rate`` per second."""
 
-    __slots__ = ("tokens", "stamp")
+    __slots__ = ("stamp", "tokens")
 
     def __init__(self, burst: float, now: float) -> None:
         self.tokens, self.stamp = burst, now
