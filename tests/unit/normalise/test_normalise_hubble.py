@@ -93,7 +93,10 @@ def test_verdict_maps_to_our_verdict(value: flow_pb2.Verdict, expected: model.Ve
     pytest.param(181, 181, "POLICY_DENY", model.DropKind.POLICY_DENY, id="explicit-deny"),
     pytest.param(158, 0, "SERVICE_BACKEND_NOT_FOUND", model.DropKind.OTHER, id="datapath-reason"),
     pytest.param(0, 133, "POLICY_DENIED", model.DropKind.POLICY_DENIED, id="deprecated-numeric-only"),
-    pytest.param(206, 206, "206", model.DropKind.OTHER, id="code-newer-than-schema"),
+    # Cilium's bpf/lib/common.h and pkg/monitor/api/drop.go: 206 "No device" (datapath only), 207 in 1.20's proto.
+    pytest.param(206, 206, "No device (206)", model.DropKind.OTHER, id="datapath-code-without-proto-name"),
+    pytest.param(207, 207, "DROP_FRAG_NOT_FOUND_WORLD", model.DropKind.OTHER, id="code-newer-than-our-proto"),
+    pytest.param(250, 250, "unknown drop reason 250", model.DropKind.OTHER, id="code-unknown-anywhere"),
     pytest.param(0, 0, None, model.DropKind.NONE, id="no-reason"),
     pytest.param(0, 5, None, model.DropKind.NONE, id="below-drop-min"),
 ])
