@@ -434,18 +434,24 @@ class DropStore:
         return victims
 
     def _biggest_group(self, taken: dict[PodKey, int], *, incoming: PodKey) -> PodKey | None:
-        """The group with the most signatures, less those ``taken``, plus the one coming in; None if all empty."""
+        """The group with the most signatures, less those ``taken``, plus the one coming in; None if all empty.
+
+        Among groups of equal size, the one whose next victim was seen longest
+        ago, so with one signature per pod this is plain least-recently-seen.
+        """
         best: PodKey | None = None
-        best_size = 0
+        best_key = (0, 0)
         for size in range(self._biggest, 0, -1):
-            if size + 1 <= best_size:
+            if size + 1 < best_key[0]:
                 break
             for group in self._groups_of_size.get(size, ()):
-                effective = size - taken.get(group, 0) + (group == incoming)
-                if effective > best_size and size > taken.get(group, 0):
-                    best, best_size = group, effective
-                    if effective > size:
-                        break  # the incoming group at the top size: nothing can beat it
+                skip = taken.get(group, 0)
+                if size <= skip:
+                    continue
+                victim = next(itertools.islice(self._by_pod[group], skip, None))
+                key = (size - skip + (group == incoming), -self._aggs[victim].last_ns)
+                if key > best_key:
+                    best, best_key = group, key
         return best
 
     def _add_to_group(self, pod: PodKey, sid: str) -> None:

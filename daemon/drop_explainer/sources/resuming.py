@@ -229,11 +229,11 @@ class Intake:
 
     def flows(self, flows: Sequence[model.Flow]) -> None:
         """Normalised flows, in stream order; each is checked (normalise.checking) before it goes on."""
-        stats = self._stream.stats
+        stats, clock = self._stream.stats, self._stream._clock
         checked: list[model.Flow] = []
         for flow in flows:
             try:
-                result = checking.check(flow)
+                result = checking.check(flow, now_ns=clock)
             except checking.InvalidFlow as exc:
                 self.skip(exc.reason)
                 log.debug("flow_skipped", extra={"origin": self._stream.adapter.origin, "reason": exc.reason,

@@ -104,16 +104,24 @@ def test_any_text_line_gives_a_flow_or_a_malformed_record(line: str) -> None:
     assert isinstance(flowfiles.parse_line(line, 1), model.Flow | flowfiles.MalformedRecord)
 
 
+INT64 = st.integers(-(2**63), 2**63 - 1)
+
+
+@st.composite
+def goldmane_flows(draw: st.DrawFn) -> gm.Flow:
+    key = gm.FlowKey(source_name=draw(TEXT), source_namespace=draw(TEXT), dest_port=draw(UINT32),
+                     action=draw(st.integers(0, 3)), proto="tcp")
+    return gm.Flow(start_time=draw(INT64), end_time=draw(INT64), Key=key)
+
+
 @PROPERTY
-@given(st.integers(-(2**63), 2**63 - 1), st.integers(-(2**63), 2**63 - 1), TEXT, TEXT, UINT32, st.integers(0, 3))
-def test_any_goldmane_flow_gives_a_flow_or_a_counted_reason(start: int, end: int, name: str, ns: str,
-                                                            port: int, action: int) -> None:
+@given(goldmane_flows())
+def test_any_goldmane_flow_gives_a_flow_or_a_counted_reason(pb: gm.Flow) -> None:
     """Calico's normaliser plus the checks: a Flow, or MalformedFlow / InvalidFlow with a reason."""
-    pb = gm.Flow(start_time=start, end_time=end,
-                 Key=gm.FlowKey(source_name=name, source_namespace=ns, dest_port=port, action=action, proto="tcp"))
+    reason = ""
     try:
-        flow = checking.check(calico.flow_from_proto(pb)).flow
+        flow: model.Flow | None = checking.check(calico.flow_from_proto(pb)).flow
     except (calico.MalformedFlow, checking.InvalidFlow) as exc:
-        assert exc.reason
-        return
-    assert 0 < flow.time_ns < 2**63
+        flow, reason = None, exc.reason
+    assert (flow is None) == bool(reason)
+    assert flow is None or 0 < flow.time_ns < 2**63
