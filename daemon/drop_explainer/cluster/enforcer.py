@@ -44,6 +44,11 @@ ANTREA_KINDS_NOT_EVALUATED: Final = (
 
 _CILIUM_NEVER: Final = "never"
 
+INVENTORY_KINDS: Final = frozenset({"DaemonSet", "Deployment", "CustomResourceDefinition", "Node", "ConfigMap"})
+"""Kinds detection reads."""
+WORKLOAD_KINDS: Final = frozenset({"DaemonSet", "CustomResourceDefinition"})
+"""A saved state with none of these cannot tell who enforces policy (nodes alone say too little)."""
+
 
 @dataclass(frozen=True, slots=True)
 class Inventory:

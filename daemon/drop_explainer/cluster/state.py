@@ -12,8 +12,12 @@ import itertools
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, fields, replace
+from typing import TYPE_CHECKING
 
 from drop_explainer.cluster import objects as o
+
+if TYPE_CHECKING:
+    from drop_explainer.cluster.enforcer import Detection
 
 _generations = itertools.count(1)
 
@@ -29,6 +33,8 @@ class ClusterState:
     policies: Mapping[str, o.NetworkPolicy]
     generation: int = field(default_factory=lambda: next(_generations))
     """Distinct for every snapshot built; caches key on it."""
+    enforcer: Detection | None = None
+    """Which component enforces policy (cluster/enforcer.py); None = not detected, nothing is said."""
     pods_by_namespace: Mapping[str, tuple[o.Pod, ...]] = field(init=False)
     policies_by_namespace: Mapping[str, tuple[o.NetworkPolicy, ...]] = field(init=False)
     pod_by_ip: Mapping[str, o.Pod] = field(init=False)
@@ -98,8 +104,20 @@ class ClusterState:
 
     def with_objects(self, *objs: object) -> ClusterState:
         """A new snapshot with these objects added or replacing their namesakes."""
-        return ClusterState.build([*self.namespaces.values(), *self.pods.values(), *self.nodes.values(),
-                                   *self.services.values(), *self.policies.values(), *objs])
+        built = ClusterState.build([*self.namespaces.values(), *self.pods.values(), *self.nodes.values(),
+                                    *self.services.values(), *self.policies.values(), *objs])
+        return built.with_enforcer(self.enforcer)
+
+    def with_enforcer(self, detection: Detection | None) -> ClusterState:
+        """The same snapshot (same indexes) with the enforcer attached; a new generation, so caches notice."""
+        if detection == self.enforcer:
+            return self
+        new = object.__new__(ClusterState)
+        for f in fields(ClusterState):
+            object.__setattr__(new, f.name, getattr(self, f.name))
+        object.__setattr__(new, "enforcer", detection)
+        object.__setattr__(new, "generation", next(_generations))
+        return new
 
     def with_namespace_labels(self, name: str, labels: Mapping[str, str]) -> ClusterState:
         ns = self.namespaces.get(name) or o.Namespace(name)
