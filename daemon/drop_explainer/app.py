@@ -25,6 +25,7 @@ from prometheus_client import CollectorRegistry
 from drop_explainer.api import routes
 from drop_explainer.api.peers import Peers
 from drop_explainer.cluster import kubeapi
+from drop_explainer.cluster.enforcing import EnforcerTracker, TrackerSettings, configured_detection
 from drop_explainer.cluster.live import LiveState, PolicyChange
 from drop_explainer.cluster.loading import load_state
 from drop_explainer.explain.cache import ExplanationCache
@@ -63,6 +64,7 @@ class Daemon:
     live: LiveState | None = None
     events: EventSink | None = None
     port: int | None = None
+    enforcer: EnforcerTracker | None = None
 
 
 class ReplaySource:
@@ -231,10 +233,15 @@ async def _serve_api(daemon: Daemon, on_started: Callable[[Daemon], None] | None
 
 
 def _ready(daemon: Daemon) -> tuple[bool, str]:
+    found = daemon.state.snapshot().enforcer
+    enforcing = f"; {found.summary()}" if found is not None else ""
+    if daemon.enforcer is not None and found is None:
+        enforcing = f"; {daemon.enforcer.summary()}"
     if daemon.live is None:
-        return True, "cluster state from a file"
+        return True, f"cluster state from a file{enforcing}"
     waiting = [k for k, ok in daemon.live.synced.items() if not ok]
-    return not waiting, f"waiting for the first list of {', '.join(waiting)}" if waiting else "all kinds synced"
+    why = f"waiting for the first list of {', '.join(waiting)}" if waiting else "all kinds synced"
+    return not waiting, why + enforcing
 
 
 def _healthy(daemon: Daemon) -> tuple[bool, str]:
@@ -259,7 +266,10 @@ async def serve(settings: Settings, *, state: StateSource | None = None,
         live: LiveState | None = None
         client: kubeapi.Client | None = None
         if state is None and settings.state_path is not None:
-            state = StaticState(load_state(settings.state_path))
+            loaded = load_state(settings.state_path)
+            if settings.policy_enforcer:
+                loaded = loaded.with_enforcer(configured_detection(settings.policy_enforcer))
+            state = StaticState(loaded)
         if state is None:
             endpoint = kubeapi.load_endpoint(settings.kubeconfig, settings.kube_context,
                                              in_cluster_first=settings.kubeconfig is None)
@@ -282,6 +292,10 @@ async def serve(settings: Settings, *, state: StateSource | None = None,
         peers = Peers(settings.peers, settings.node_name, state.snapshot)
         daemon = Daemon(settings, registry, metrics, store, state, pipeline, peers, make_source(settings),
                         live, events)
+        if live is not None and client is not None:
+            daemon.enforcer = EnforcerTracker(client, live, registry, TrackerSettings(
+                configured=settings.policy_enforcer, source=settings.source, events=settings.not_enforced_events,
+                instance=settings.node_name or "drop-explainer"))
         log.info("daemon_starting", extra={"source": settings.source, "node": settings.node_name,
                                            "mode": settings.peers.mode, "store": settings.store.path})
         async with asyncio.TaskGroup() as tg:
@@ -294,3 +308,5 @@ async def serve(settings: Settings, *, state: StateSource | None = None,
                 tg.create_task(live.run(), name="watches")
             if events is not None:
                 tg.create_task(events.run(), name="events")
+            if daemon.enforcer is not None:
+                tg.create_task(daemon.enforcer.run(), name="policy-enforcer")

@@ -13,6 +13,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from drop_explainer.cluster import enforcer
 from drop_explainer.sources import calico
 from drop_explainer.sources.channels import TlsSettings
 from drop_explainer.sources.hubble import DEFAULT_TARGET, HubbleSettings
@@ -83,6 +84,8 @@ OPTIONS: tuple[Option, ...] = (
     Option("store-max-total", 20000, "Drop signatures kept in total.", int),
     Option("store-retention-hours", 168.0, "Forget signatures not seen for this long.", float),
     Option("events", True, "Create Kubernetes Events on pods for new drop signatures.", _bool),
+    Option("policy-enforcer", "", "Who enforces NetworkPolicy (cilium, calico, antrea, none...); empty: detect it."),
+    Option("not-enforced-events", True, "Where nothing enforces policy, one Event on each new NetworkPolicy.", _bool),
     Option("mode", "daemonset", "daemonset (each instance holds its node's drops) or single (one instance).",),
     Option("peers", "", "Static peers node=url,... (tests); default: the DaemonSet's own pods from the API."),
     Option("peer-namespace", "drop-explainer", "Namespace of the DaemonSet's pods."),
@@ -131,6 +134,9 @@ class Settings:
     log_format: str
     log_level: str
     extra: Mapping[str, Any] = field(default_factory=dict)
+    policy_enforcer: str = ""
+    """Configured enforcer name; empty = detect it from the cluster (cluster/enforcer.py)."""
+    not_enforced_events: bool = True
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -182,6 +188,9 @@ def from_args(args: argparse.Namespace, env: Mapping[str, str] | None = None) ->
                             "Goldmane accepts only mTLS clients")
     if v["source"] == "replay" and not v["replay_file"]:
         raise SettingsError("--replay-file is required with --source replay")
+    if v["policy_enforcer"] and v["policy_enforcer"] not in enforcer.PROFILE_OF:
+        raise SettingsError(f"--policy-enforcer: expected one of {', '.join(sorted(enforcer.PROFILE_OF))}, "
+                            f"got {v['policy_enforcer']!r}")
     if v["mode"] not in ("daemonset", "single"):
         raise SettingsError(f"--mode: expected daemonset or single, got {v['mode']!r}")
     if not 0 <= v["port"] < 65536:  # 0: any free port (tests)
@@ -211,6 +220,8 @@ def from_args(args: argparse.Namespace, env: Mapping[str, str] | None = None) ->
                            _pairs(v["peer_selector"], "--peer-selector", "="), v["port"], v["peer_timeout"]),
         log_format=v["log_format"],
         log_level=v["log_level"],
+        policy_enforcer=v["policy_enforcer"],
+        not_enforced_events=v["not_enforced_events"],
     )
 
 

@@ -82,7 +82,12 @@ def test_rbac_is_read_only_on_five_kinds_and_writes_only_events(rendered: dict[s
     read = {(g, r, v) for g, r in (("", "namespaces"), ("", "pods"), ("", "nodes"), ("", "services"),
                                     ("networking.k8s.io", "networkpolicies")) for v in ("get", "list", "watch")}
     events = {("", "events", v) for v in ("create", "patch", "get")}
-    assert granted == read | events
+    # Enforcer detection (cluster/enforcer.py): list workloads and CRDs, get two CNI ConfigMaps by name.
+    detection = {("apps", "daemonsets", "list"), ("apps", "deployments", "list"),
+                 ("apiextensions.k8s.io", "customresourcedefinitions", "list"), ("", "configmaps", "get")}
+    assert granted == read | events | detection
+    (configmaps,) = [rule for rule in role["rules"] if "configmaps" in rule["resources"]]
+    assert sorted(configmaps["resourceNames"]) == ["antrea-config", "cilium-config"], "never every ConfigMap"
     binding = one(rendered["base"], "ClusterRoleBinding", "drop-explainer")
     assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "drop-explainer", "namespace": "drop-explainer"}]
     for docs in rendered.values():

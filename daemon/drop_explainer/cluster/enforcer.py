@@ -336,11 +336,15 @@ def detect(inv: Inventory) -> Detection:
         certain = net != "kindnet"
         return Detection(NONE, PROFILE_OF[NONE], certain=certain, network=net,
                          evidence=tuple(_first_per_node(why)))
-    if inv.daemonsets or inv.nodes:
-        # Nothing recognised at all: a kube-proxy-only cluster, or a managed enforcer we do not know.
+    proxy = next((f"DaemonSet {_where(ds)}" for ds in inv.daemonsets
+                  if _name(ds) == "kube-proxy" or _labels(ds).get("k8s-app") == "kube-proxy"), None)
+    if proxy is not None:
+        # kube-proxy and no recognised network: nothing we know enforces policy, but a managed
+        # enforcer we do not know could (hence uncertain, and the answer's note says so).
         return Detection(NONE, PROFILE_OF[NONE], certain=False, network="no recognised CNI",
-                         evidence=("no known policy enforcer among the DaemonSets, CRDs and node annotations",))
-    return Detection(UNKNOWN, PROFILE_OF[UNKNOWN], certain=False, evidence=("no objects could be read",))
+                         evidence=(proxy, "no known policy enforcer among the DaemonSets, CRDs and node annotations"))
+    return Detection(UNKNOWN, PROFILE_OF[UNKNOWN], certain=False,
+                     evidence=("neither a known network nor kube-proxy among the objects we could read",))
 
 
 def from_flow_source(source: str) -> Detection | None:
@@ -361,13 +365,13 @@ LISTS: Final = (
     ("nodes", "/api/v1/nodes"),
 )
 CONFIGMAPS: Final = ("cilium-config", "antrea-config")
+"""Read by name only (RBAC: get with resourceNames), in kube-system and the namespaces of the DaemonSets."""
 
 
 async def fetch_inventory(client: Any, *, page_size: int = 500) -> Inventory:
     """Read the lists detection needs; one that we may not read (403/404) is left empty, not fatal.
 
     ``client`` is a ``kubeapi.Client`` (typed loosely so this module stays importable without it).
-    ConfigMaps are read by name only (``fieldSelector``), so no ConfigMap contents are listed.
     """
     from drop_explainer.cluster import kubeapi
 
@@ -380,12 +384,15 @@ async def fetch_inventory(client: Any, *, page_size: int = 500) -> Inventory:
         except kubeapi.KubeApiError:
             items = []
         lists[key] = items
+    namespaces = sorted({"kube-system"} | {str(_meta(ds).get("namespace") or "") for ds in lists["daemonsets"]}
+                        - {""})
     configmaps: list[Json] = []
     for name in CONFIGMAPS:
-        try:
-            body = await client.request("GET", "/api/v1/configmaps", params={"fieldSelector": f"metadata.name={name}"})
-        except kubeapi.KubeApiError:
-            continue
-        configmaps.extend(body.get("items") or [])
+        for ns in namespaces:
+            try:
+                configmaps.append(await client.request("GET", f"/api/v1/namespaces/{ns}/configmaps/{name}"))
+            except kubeapi.KubeApiError:
+                continue
+            break
     return Inventory(daemonsets=lists["daemonsets"], deployments=lists["deployments"], crds=lists["crds"],
                      nodes=lists["nodes"], configmaps=configmaps)

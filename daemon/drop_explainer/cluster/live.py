@@ -33,6 +33,7 @@ from typing import TypeAlias
 
 from drop_explainer.cluster import kubeapi, watching
 from drop_explainer.cluster import objects as o
+from drop_explainer.cluster.enforcer import Detection
 from drop_explainer.cluster.errors import ObjectError
 from drop_explainer.cluster.state import ClusterState
 
@@ -84,6 +85,7 @@ class LiveState:
         self.callback_errors = 0
         self._history: deque[PolicyChange] = deque(maxlen=settings.history_size)
         self._snapshot = ClusterState.build(())
+        self._enforcer: Detection | None = None
         self._dirty = asyncio.Event()
         self._ready = asyncio.Event()
 
@@ -145,7 +147,13 @@ class LiveState:
 
     def _publish(self) -> None:
         self._dirty.clear()
-        self._snapshot = ClusterState.build(obj for objs in self._objects.values() for obj in objs.values())
+        built = ClusterState.build(obj for objs in self._objects.values() for obj in objs.values())
+        self._snapshot = built.with_enforcer(self._enforcer)
+
+    def set_enforcer(self, detection: Detection | None) -> None:
+        """Attach who enforces policy (cluster/enforcing.py) to this and every later snapshot."""
+        self._enforcer = detection
+        self._snapshot = self._snapshot.with_enforcer(detection)
 
     # ---- applying --------------------------------------------------------
 
