@@ -38,9 +38,10 @@ from drop_explainer.sinks.events import EventSettings, EventSink
 from drop_explainer.sinks.metrics import MetricsSink
 from drop_explainer.sinks.radius import RadiusSink
 from drop_explainer.sinks.store import DropStore
-from drop_explainer.sources import dedup, flowfiles
+from drop_explainer.sources import antrea, dedup, flowfiles
 from drop_explainer.sources.calico import FelixSocketSource, GoldmaneSource
 from drop_explainer.sources.hubble import HubbleSource
+from drop_explainer.sources.resuming import ResumableStream
 
 log = logging.getLogger(__name__)
 FLUSH_INTERVAL_S = 1.0
@@ -88,10 +89,23 @@ class ReplaySource:
             await asyncio.sleep(0)  # let the API answer while a large file replays
 
 
-Source: TypeAlias = HubbleSource | GoldmaneSource | FelixSocketSource | ReplaySource
+Source: TypeAlias = HubbleSource | GoldmaneSource | FelixSocketSource | ReplaySource | ResumableStream
 
 
-def make_source(settings: Settings) -> Source:
+class StoreCheckpoint:
+    """The resume point of a restarted source: the newest drop the store committed (one source per daemon)."""
+
+    def __init__(self, store: DropStore) -> None:
+        self._store = store
+
+    def resume_point(self, origin: str) -> int | None:
+        newest = self._store.query(limit=1)
+        return newest[0].last_seen_ns if newest else None
+
+
+def make_source(settings: Settings, *, store: DropStore | None = None) -> Source:
+    if settings.source == "antrea":
+        return antrea.make_source(settings.antrea, checkpoint=StoreCheckpoint(store) if store is not None else None)
     if settings.source == "calico-goldmane":
         return GoldmaneSource(settings.goldmane)
     if settings.source == "calico-felix":
@@ -135,6 +149,8 @@ def source_name(source: Source) -> str:
         return "hubble"
     if isinstance(source, ReplaySource):
         return "replay"
+    if isinstance(source, ResumableStream):
+        return source.adapter.origin
     return "calico"
 
 
@@ -290,7 +306,7 @@ async def serve(settings: Settings, *, state: StateSource | None = None,
         radius = RadiusSink(pipeline.engine, store.update_explanation)
         pipeline.sinks.append(("blast-radius", radius))
         peers = Peers(settings.peers, settings.node_name, state.snapshot)
-        daemon = Daemon(settings, registry, metrics, store, state, pipeline, peers, make_source(settings),
+        daemon = Daemon(settings, registry, metrics, store, state, pipeline, peers, make_source(settings, store=store),
                         live, events)
         if live is not None and client is not None:
             daemon.enforcer = EnforcerTracker(client, live, registry, TrackerSettings(

@@ -14,12 +14,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from drop_explainer.cluster import enforcer
-from drop_explainer.sources import calico
+from drop_explainer.sources import antrea, calico
 from drop_explainer.sources.channels import TlsSettings
 from drop_explainer.sources.hubble import DEFAULT_TARGET, HubbleSettings
 
 ENV_PREFIX = "DROP_EXPLAINER_"
-SOURCES = ("hubble", "calico-goldmane", "calico-felix", "replay")
+SOURCES = ("hubble", "calico-goldmane", "calico-felix", "antrea", "replay")
 
 
 class SettingsError(ValueError):
@@ -58,7 +58,7 @@ def _csv(text: str) -> tuple[str, ...]:
 
 OPTIONS: tuple[Option, ...] = (
     Option("node-name", "", "This instance's node (the DaemonSet sets it from spec.nodeName)."),
-    Option("source", "hubble", "Where flows come from: hubble, calico-goldmane, calico-felix or replay."),
+    Option("source", "hubble", "Where flows come from: hubble, calico-goldmane, calico-felix, antrea or replay."),
     Option("hubble-target", DEFAULT_TARGET, "Hubble gRPC target: unix:///path (node-local) or host:port (relay)."),
     Option("hubble-tls-ca", "", "CA file that signed the Hubble server certificate (enables TLS)."),
     Option("hubble-tls-cert", "", "Client certificate for mTLS (hubble-relay)."),
@@ -73,6 +73,12 @@ OPTIONS: tuple[Option, ...] = (
     Option("goldmane-tls-key", "", "Client key for Goldmane's mTLS."),
     Option("goldmane-tls-server-name", "", "Server name to verify instead of the Goldmane target host."),
     Option("felix-socket", calico.DEFAULT_FELIX_SOCKET, "Unix socket we serve for Felix's node-local flow reporter."),
+    Option("antrea-target", antrea.DEFAULT_TARGET, "Antrea Flow Aggregator flow stream (host:port, port 14740)."),
+    Option("antrea-tls-ca", "", "CA file that signed the Flow Aggregator's certificate (enables TLS)."),
+    Option("antrea-tls-server-name", "", "Server name to verify instead of the Antrea target host."),
+    Option("antrea-namespaces", (), "Only flows with an end in these namespaces (comma separated).", _csv),
+    Option("antrea-initial-history", False, "On the first connect, also take the aggregator's buffered flows.",
+           _bool),
     Option("replay-file", "", "With source=replay: a flow file (our JSON lines, hubble observe, exporter)."),
     Option("state", "", "A saved cluster state (file or directory) instead of the Kubernetes API."),
     Option("kubeconfig", "", "Kubeconfig path; empty: in-cluster config, else ~/.kube/config."),
@@ -134,6 +140,7 @@ class Settings:
     log_format: str
     log_level: str
     extra: Mapping[str, Any] = field(default_factory=dict)
+    antrea: antrea.AntreaSettings = field(default_factory=antrea.AntreaSettings)
     policy_enforcer: str = ""
     """Configured enforcer name; empty = detect it from the cluster (cluster/enforcer.py)."""
     not_enforced_events: bool = True
@@ -220,6 +227,11 @@ def from_args(args: argparse.Namespace, env: Mapping[str, str] | None = None) ->
                            _pairs(v["peer_selector"], "--peer-selector", "="), v["port"], v["peer_timeout"]),
         log_format=v["log_format"],
         log_level=v["log_level"],
+        antrea=antrea.AntreaSettings(
+            target=v["antrea_target"],
+            tls=TlsSettings(v["antrea_tls_ca"], None, None, v["antrea_tls_server_name"] or None)
+            if v["antrea_tls_ca"] else None,
+            namespaces=tuple(v["antrea_namespaces"]), initial_history=v["antrea_initial_history"]),
         policy_enforcer=v["policy_enforcer"],
         not_enforced_events=v["not_enforced_events"],
     )
