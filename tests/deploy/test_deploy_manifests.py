@@ -85,6 +85,7 @@ def test_rbac_is_read_only_on_five_kinds_and_writes_only_events(rendered: dict[s
     # Enforcer detection (cluster/enforcer.py): list workloads and CRDs, get two CNI ConfigMaps by name.
     detection = {("apps", "daemonsets", "list"), ("apps", "deployments", "list"),
                  ("apiextensions.k8s.io", "customresourcedefinitions", "list"), ("", "configmaps", "get")}
+    detection |= {("crd.antrea.io", r, "list") for r in ("tiers", "clusternetworkpolicies", "networkpolicies")}
     assert granted == read | events | detection
     (configmaps,) = [rule for rule in role["rules"] if "configmaps" in rule["resources"]]
     assert sorted(configmaps["resourceNames"]) == ["antrea-config", "cilium-config"], "never every ConfigMap"

@@ -44,6 +44,34 @@ ANTREA_KINDS_NOT_EVALUATED: Final = (
 
 _CILIUM_NEVER: Final = "never"
 
+
+@dataclass(frozen=True, slots=True)
+class NotEvaluated:
+    """A policy object of a kind the engine loads but does not evaluate (named in answers)."""
+
+    group: str
+    kind: str
+    namespace: str | None
+    name: str
+    detail: str = ""
+    """E.g. ``tier securityops, priority 5``."""
+
+    def describe(self) -> str:
+        ref = f"{self.namespace}/{self.name}" if self.namespace else self.name
+        prefix = "Antrea " if self.group == "crd.antrea.io" else ""
+        return f"{prefix}{self.kind} {ref}" + (f" ({self.detail})" if self.detail else "")
+
+
+def not_evaluated(obj: Json) -> NotEvaluated | None:
+    """The object as a NotEvaluated entry if its (group, kind) is one we load without evaluating."""
+    group = str(obj.get("apiVersion") or "").partition("/")[0]
+    kind = str(obj.get("kind") or "")
+    if (group, kind) not in ANTREA_KINDS_NOT_EVALUATED:
+        return None
+    md, spec = meta(obj), obj.get("spec") or {}
+    detail = ", ".join(f"{k} {spec[k]}" for k in ("tier", "priority") if isinstance(spec, Mapping) and k in spec)
+    return NotEvaluated(group, kind, str(md.get("namespace") or "") or None, _name(obj), detail)
+
 INVENTORY_KINDS: Final = frozenset({"DaemonSet", "Deployment", "CustomResourceDefinition", "Node", "ConfigMap"})
 """Kinds detection reads."""
 WORKLOAD_KINDS: Final = frozenset({"DaemonSet", "CustomResourceDefinition"})
@@ -121,22 +149,22 @@ class Detection:
 # --- reading objects --------------------------------------------------------------
 
 
-def _meta(obj: Json) -> Json:
+def meta(obj: Json) -> Json:
     meta = obj.get("metadata")
     return meta if isinstance(meta, Mapping) else {}
 
 
 def _name(obj: Json) -> str:
-    return str(_meta(obj).get("name") or "")
+    return str(meta(obj).get("name") or "")
 
 
 def _where(obj: Json) -> str:
-    ns = _meta(obj).get("namespace")
+    ns = meta(obj).get("namespace")
     return f"{ns}/{_name(obj)}" if ns else _name(obj)
 
 
 def _labels(obj: Json) -> Mapping[str, str]:
-    labels = _meta(obj).get("labels")
+    labels = meta(obj).get("labels")
     return labels if isinstance(labels, Mapping) else {}
 
 
@@ -172,7 +200,7 @@ def _configmap(inv: Inventory, name: str) -> Mapping[str, str] | None:
     return None
 
 
-def _crd_groups(inv: Inventory) -> set[str]:
+def crd_groups(inv: Inventory) -> set[str]:
     return {str((crd.get("spec") or {}).get("group") or _name(crd).partition(".")[2]) for crd in inv.crds}
 
 
@@ -265,7 +293,7 @@ def _kube_router(containers: Sequence[Json], f: _Findings, where: str) -> None:
 
 def _nodes(inv: Inventory, f: _Findings) -> None:
     for node in inv.nodes:
-        annotations = _meta(node).get("annotations") or {}
+        annotations = meta(node).get("annotations") or {}
         version = str((((node.get("status") or {}).get("nodeInfo") or {}).get("kubeletVersion")) or "")
         where = f"Node {_name(node)}"
         args = str(annotations.get("k3s.io/node-args") or "")
@@ -284,7 +312,7 @@ def _nodes(inv: Inventory, f: _Findings) -> None:
 
 
 def _crds(inv: Inventory, f: _Findings) -> None:
-    groups = _crd_groups(inv)
+    groups = crd_groups(inv)
     for group, enforcer in (("cilium.io", "cilium"), ("crd.projectcalico.org", "calico"),
                             ("projectcalico.org", "calico"), ("crd.antrea.io", "antrea"),
                             ("networking.k8s.aws", "aws-vpc-cni")):
@@ -354,45 +382,3 @@ def from_flow_source(source: str) -> Detection | None:
     if enforcer is None:
         return None
     return Detection(enforcer, PROFILE_OF[enforcer], certain=False, evidence=(f"flow source {source}",))
-
-
-# --- the live cluster --------------------------------------------------------------
-
-LISTS: Final = (
-    ("daemonsets", "/apis/apps/v1/daemonsets"),
-    ("deployments", "/apis/apps/v1/deployments"),
-    ("crds", "/apis/apiextensions.k8s.io/v1/customresourcedefinitions"),
-    ("nodes", "/api/v1/nodes"),
-)
-CONFIGMAPS: Final = ("cilium-config", "antrea-config")
-"""Read by name only (RBAC: get with resourceNames), in kube-system and the namespaces of the DaemonSets."""
-
-
-async def fetch_inventory(client: Any, *, page_size: int = 500) -> Inventory:
-    """Read the lists detection needs; one that we may not read (403/404) is left empty, not fatal.
-
-    ``client`` is a ``kubeapi.Client`` (typed loosely so this module stays importable without it).
-    """
-    from drop_explainer.cluster import kubeapi
-
-    lists: dict[str, list[Json]] = {}
-    for key, path in LISTS:
-        items: list[Json] = []
-        try:
-            async for page in client.list_pages(path, limit=page_size):
-                items.extend(page.items)
-        except kubeapi.KubeApiError:
-            items = []
-        lists[key] = items
-    namespaces = sorted({"kube-system"} | {str(_meta(ds).get("namespace") or "") for ds in lists["daemonsets"]}
-                        - {""})
-    configmaps: list[Json] = []
-    for name in CONFIGMAPS:
-        for ns in namespaces:
-            try:
-                configmaps.append(await client.request("GET", f"/api/v1/namespaces/{ns}/configmaps/{name}"))
-            except kubeapi.KubeApiError:
-                continue
-            break
-    return Inventory(daemonsets=lists["daemonsets"], deployments=lists["deployments"], crds=lists["crds"],
-                     nodes=lists["nodes"], configmaps=configmaps)

@@ -35,8 +35,8 @@ from typing import Any, Final, Protocol
 
 from prometheus_client import CollectorRegistry, Gauge
 
-from drop_explainer.cluster import enforcer, kubeapi, watching
-from drop_explainer.cluster.enforcer import Detection
+from drop_explainer.cluster import enforcer, inventory, kubeapi, watching
+from drop_explainer.cluster.enforcer import Detection, NotEvaluated
 from drop_explainer.cluster.live import PolicyChange
 from drop_explainer.cluster.state import ClusterState
 
@@ -53,6 +53,8 @@ class Publishes(Protocol):
     def snapshot(self) -> ClusterState: ...
 
     def set_enforcer(self, detection: Detection | None) -> None: ...
+
+    def set_not_evaluated(self, objects: tuple[NotEvaluated, ...]) -> None: ...
 
     def policy_changes(self, since: float, *, policies: Collection[str] | None = None) -> tuple[PolicyChange, ...]:
         ...
@@ -133,8 +135,9 @@ class EnforcerTracker:
         if self.settings.configured:
             found = configured_detection(self.settings.configured)
         else:
-            inventory = await enforcer.fetch_inventory(self._client)
-            found = combine(enforcer.detect(inventory), self.settings.source)
+            objects = await inventory.fetch_inventory(self._client)
+            found = combine(enforcer.detect(objects), self.settings.source)
+            self._live.set_not_evaluated(await inventory.fetch_not_evaluated(self._client, objects))
         self._publish(found)
         return found
 

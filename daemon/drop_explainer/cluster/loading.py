@@ -45,7 +45,8 @@ def load_state(path: str | Path) -> ClusterState:
     finally:
         if collecting:
             gc.enable()
-    state = ClusterState.build(objs)
+    state = ClusterState.build(objs).with_not_evaluated(
+        tuple(entry for obj in raw if (entry := enforcer.not_evaluated(obj)) is not None))
     if any(obj.get("kind") in enforcer.WORKLOAD_KINDS for obj in raw):
         # Saved with DaemonSets or CRDs (kubectl get ds,crd,...): say who enforces policy.
         return state.with_enforcer(enforcer.detect(enforcer.Inventory.from_objects(raw)))
@@ -67,6 +68,11 @@ def parse_documents(name: str, text: str, *, inventory: list[Mapping[str, Any]] 
         kind = data.get("kind")
         if inventory is not None and kind in enforcer.INVENTORY_KINDS:
             inventory.append(data)
+        if enforcer.not_evaluated(data) is not None:
+            # crd.antrea.io NetworkPolicy shares its kind name with networking.k8s.io's: never parse it as one.
+            if inventory is not None:
+                inventory.append(data)
+            continue
         parse = parsing.PARSERS.get(kind) if isinstance(kind, str) else None
         if parse is None:
             continue  # other kinds (Deployments, Events...) are not ours to read

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 from drop_explainer.cluster import objects as o
 
 if TYPE_CHECKING:
-    from drop_explainer.cluster.enforcer import Detection
+    from drop_explainer.cluster.enforcer import Detection, NotEvaluated
 
 _generations = itertools.count(1)
 
@@ -35,6 +35,8 @@ class ClusterState:
     """Distinct for every snapshot built; caches key on it."""
     enforcer: Detection | None = None
     """Which component enforces policy (cluster/enforcer.py); None = not detected, nothing is said."""
+    not_evaluated: tuple[NotEvaluated, ...] = ()
+    """Policy objects of kinds loaded but not evaluated (Antrea-native): every answer names them."""
     pods_by_namespace: Mapping[str, tuple[o.Pod, ...]] = field(init=False)
     policies_by_namespace: Mapping[str, tuple[o.NetworkPolicy, ...]] = field(init=False)
     pod_by_ip: Mapping[str, o.Pod] = field(init=False)
@@ -106,16 +108,21 @@ class ClusterState:
         """A new snapshot with these objects added or replacing their namesakes."""
         built = ClusterState.build([*self.namespaces.values(), *self.pods.values(), *self.nodes.values(),
                                     *self.services.values(), *self.policies.values(), *objs])
-        return built.with_enforcer(self.enforcer)
+        return built.with_enforcer(self.enforcer).with_not_evaluated(self.not_evaluated)
 
     def with_enforcer(self, detection: Detection | None) -> ClusterState:
         """The same snapshot (same indexes) with the enforcer attached; a new generation, so caches notice."""
-        if detection == self.enforcer:
-            return self
+        return self if detection == self.enforcer else self._with_fact("enforcer", detection)
+
+    def with_not_evaluated(self, objects: tuple[NotEvaluated, ...]) -> ClusterState:
+        """The same snapshot with the not-evaluated policy objects attached (a new generation)."""
+        return self if objects == self.not_evaluated else self._with_fact("not_evaluated", objects)
+
+    def _with_fact(self, name: str, value: object) -> ClusterState:
         new = object.__new__(ClusterState)
         for f in fields(ClusterState):
             object.__setattr__(new, f.name, getattr(self, f.name))
-        object.__setattr__(new, "enforcer", detection)
+        object.__setattr__(new, name, value)
         object.__setattr__(new, "generation", next(_generations))
         return new
 
