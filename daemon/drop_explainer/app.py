@@ -25,6 +25,7 @@ from prometheus_client import CollectorRegistry
 from drop_explainer.api import routes
 from drop_explainer.api.peers import Peers
 from drop_explainer.cluster import kubeapi
+from drop_explainer.cluster.enforcing import EnforcerTracker, TrackerSettings, configured_detection
 from drop_explainer.cluster.live import LiveState, PolicyChange
 from drop_explainer.cluster.loading import load_state
 from drop_explainer.explain.cache import ExplanationCache
@@ -38,9 +39,10 @@ from drop_explainer.sinks.events import EventSettings, EventSink
 from drop_explainer.sinks.metrics import MetricsSink
 from drop_explainer.sinks.radius import RadiusSink
 from drop_explainer.sinks.store import DropStore
-from drop_explainer.sources import dedup, flowfiles, resuming
+from drop_explainer.sources import antrea, dedup, flowfiles, resuming
 from drop_explainer.sources.calico import FelixSocketSource, GoldmaneSource
 from drop_explainer.sources.hubble import HubbleSource
+from drop_explainer.sources.resuming import ResumableStream
 
 log = logging.getLogger(__name__)
 FLUSH_INTERVAL_S = 1.0
@@ -64,6 +66,7 @@ class Daemon:
     live: LiveState | None = None
     events: EventSink | None = None
     port: int | None = None
+    enforcer: EnforcerTracker | None = None
 
 
 class ReplaySource:
@@ -87,11 +90,13 @@ class ReplaySource:
             await asyncio.sleep(0)  # let the API answer while a large file replays
 
 
-Source: TypeAlias = HubbleSource | GoldmaneSource | FelixSocketSource | ReplaySource
+Source: TypeAlias = HubbleSource | GoldmaneSource | FelixSocketSource | ReplaySource | ResumableStream
 
 
 def make_source(settings: Settings, *, checkpoint: resuming.Checkpoint | None = None) -> Source:
     """The configured source; a resumable one resumes from ``checkpoint`` (the store) after a restart."""
+    if settings.source == "antrea":
+        return antrea.make_source(settings.antrea, checkpoint=checkpoint)
     if settings.source == "calico-goldmane":
         return GoldmaneSource(settings.goldmane, checkpoint=checkpoint)
     if settings.source == "calico-felix":
@@ -135,6 +140,8 @@ def source_name(source: Source) -> str:
         return "hubble"
     if isinstance(source, ReplaySource):
         return "replay"
+    if isinstance(source, ResumableStream):
+        return source.adapter.origin
     return "calico"
 
 
@@ -243,10 +250,15 @@ async def _serve_api(daemon: Daemon, on_started: Callable[[Daemon], None] | None
 
 
 def _ready(daemon: Daemon) -> tuple[bool, str]:
+    found = daemon.state.snapshot().enforcer
+    enforcing = f"; {found.summary()}" if found is not None else ""
+    if daemon.enforcer is not None and found is None:
+        enforcing = f"; {daemon.enforcer.summary()}"
     if daemon.live is None:
-        return True, "cluster state from a file"
+        return True, f"cluster state from a file{enforcing}"
     waiting = [k for k, ok in daemon.live.synced.items() if not ok]
-    return not waiting, f"waiting for the first list of {', '.join(waiting)}" if waiting else "all kinds synced"
+    why = f"waiting for the first list of {', '.join(waiting)}" if waiting else "all kinds synced"
+    return not waiting, why + enforcing
 
 
 def _healthy(daemon: Daemon) -> tuple[bool, str]:
@@ -256,6 +268,22 @@ def _healthy(daemon: Daemon) -> tuple[bool, str]:
         return True, "ok"
     stalled = daemon.live.stalled()
     return not stalled, f"watch stalled: {', '.join(stalled)}" if stalled else "watches alive"
+
+
+def _static_state(settings: Settings, path: str) -> StaticState:
+    """A saved state, with the enforcer the operator named (a saved state cannot be probed)."""
+    loaded = load_state(path)
+    if settings.policy_enforcer:
+        loaded = loaded.with_enforcer(configured_detection(settings.policy_enforcer))
+    return StaticState(loaded)
+
+
+def _enforcer_tracker(settings: Settings, client: kubeapi.Client, live: LiveState,
+                      registry: CollectorRegistry) -> EnforcerTracker:
+    """Which component enforces policy, re-detected in the background (metrics, /readyz, Events)."""
+    return EnforcerTracker(client, live, registry, TrackerSettings(
+        configured=settings.policy_enforcer, source=settings.source, events=settings.not_enforced_events,
+        instance=settings.node_name or "drop-explainer"))
 
 
 async def serve(settings: Settings, *, state: StateSource | None = None,
@@ -273,7 +301,7 @@ async def serve(settings: Settings, *, state: StateSource | None = None,
         live: LiveState | None = None
         client: kubeapi.Client | None = None
         if state is None and settings.state_path is not None:
-            state = StaticState(load_state(settings.state_path))
+            state = _static_state(settings, settings.state_path)
         if state is None:
             endpoint = kubeapi.load_endpoint(settings.kubeconfig, settings.kube_context,
                                              in_cluster_first=settings.kubeconfig is None)
@@ -303,6 +331,8 @@ async def serve(settings: Settings, *, state: StateSource | None = None,
         if not isinstance(source, ReplaySource):
             metrics.register_source(source_name(source), source.stats)
         daemon = Daemon(settings, registry, metrics, store, state, pipeline, peers, source, live, events)
+        if live is not None and client is not None:
+            daemon.enforcer = _enforcer_tracker(settings, client, live, registry)
         log.info("daemon_starting", extra={"source": settings.source, "node": settings.node_name,
                                            "mode": settings.peers.mode, "store": settings.store.path})
         async with asyncio.TaskGroup() as tg:
@@ -315,3 +345,5 @@ async def serve(settings: Settings, *, state: StateSource | None = None,
                 tg.create_task(live.run(), name="watches")
             if events is not None:
                 tg.create_task(events.run(), name="events")
+            if daemon.enforcer is not None:
+                tg.create_task(daemon.enforcer.run(), name="policy-enforcer")

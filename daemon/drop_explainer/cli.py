@@ -23,7 +23,7 @@ from drop_explainer import app, demo, logs, settings
 from drop_explainer.cluster.errors import StateError
 from drop_explainer.cluster.loading import load_state
 from drop_explainer.cluster.state import ClusterState
-from drop_explainer.explain import explaining, grouping, rendering
+from drop_explainer.explain import enforcement, explaining, grouping, rendering
 from drop_explainer.flows.model import Flow
 from drop_explainer.policy import queries
 from drop_explainer.policy.engine import Engine
@@ -65,6 +65,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="flows: our JSON lines, hubble observe -o json/jsonpb, Hubble exporter files; gzip ok")
     e.add_argument("-o", "--output", choices=["text", "json"], default="text")
     e.set_defaults(func=cmd_explain)
+    s = sub.add_parser("state", help="what the loaded cluster state holds, and which component enforces policy")
+    _add_state(s)
+    s.set_defaults(func=cmd_state)
     r = sub.add_parser("run", help="the daemon: read flows, explain drops, serve the API and /metrics")
     settings.add_arguments(r)
     r.set_defaults(func=cmd_run)
@@ -83,6 +86,25 @@ def _state(args: argparse.Namespace) -> ClusterState:
 
         return kubeapi.list_state(args.kubeconfig, args.context)
     return load_state(example_state_path() if args.state == "example" else args.state)
+
+
+def cmd_state(args: argparse.Namespace, out: TextIO) -> int:
+    state = _state(args)
+    out.write(f"{len(state.namespaces)} namespaces, {len(state.pods)} pods, {len(state.nodes)} nodes, "
+              f"{len(state.services)} services, {len(state.policies)} NetworkPolicies\n")
+    found = state.enforcer
+    if found is None:
+        out.write("policy enforcer: not detected (the state has no DaemonSets or CRDs to tell from)\n")
+        return 0
+    out.write(found.summary() + "\n")
+    for line in found.evidence:
+        out.write(f"  evidence: {line}\n")
+    if found.also:
+        out.write(f"  also seen: {', '.join(found.also)}\n")
+    note = found.not_enforced_note()
+    if note is not None and state.policies:
+        out.write(f"{note.replace(': this connection is not blocked by policy.', '.')}\n")
+    return 0
 
 
 def cmd_whatif(args: argparse.Namespace, out: TextIO) -> int:
@@ -106,18 +128,21 @@ def cmd_whatif(args: argparse.Namespace, out: TextIO) -> int:
     expl = explaining.explain_connection(engine, conn)
     if args.output == "json":
         answer = queries.verdict_json(query, conn, expl.verdict) | {"explanation": rendering.explanation_json(expl)}
-        out.write(json.dumps(answer, indent=2) + "\n")
+        out.write(json.dumps(enforcement.label_answer(answer, engine.state.enforcer), indent=2) + "\n")
     else:
         out.write(rendering.explanation_text(expl))
-    return 0 if expl.verdict.allowed else EXIT_DENIED
+    # Nothing enforces policy: the connection is not blocked, whatever the policies say.
+    return 0 if expl.verdict.allowed or expl.not_enforced is not None else EXIT_DENIED
 
 
 def whatif(engine: Engine, query: queries.Query, *, explain: bool = False) -> dict[str, Any]:
     conn = queries.connection(engine.state, query)
     if not explain:
-        return queries.verdict_json(query, conn, engine.evaluate(conn))
+        return enforcement.label_answer(queries.verdict_json(query, conn, engine.evaluate(conn)),
+                                        engine.state.enforcer)
     expl = explaining.explain_connection(engine, conn)
-    return queries.verdict_json(query, conn, expl.verdict) | {"explanation": rendering.explanation_json(expl)}
+    answer = queries.verdict_json(query, conn, expl.verdict) | {"explanation": rendering.explanation_json(expl)}
+    return enforcement.label_answer(answer, engine.state.enforcer)
 
 
 def run_batch(engine: Engine, lines: Iterable[str], out: TextIO, *, explain: bool = False) -> None:

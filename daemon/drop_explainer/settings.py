@@ -13,12 +13,13 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from drop_explainer.sources import calico
+from drop_explainer.cluster import enforcer
+from drop_explainer.sources import antrea, calico
 from drop_explainer.sources.channels import TlsSettings
 from drop_explainer.sources.hubble import DEFAULT_TARGET, HubbleSettings
 
 ENV_PREFIX = "DROP_EXPLAINER_"
-SOURCES = ("hubble", "calico-goldmane", "calico-felix", "replay")
+SOURCES = ("hubble", "calico-goldmane", "calico-felix", "antrea", "replay")
 
 
 class SettingsError(ValueError):
@@ -57,7 +58,7 @@ def _csv(text: str) -> tuple[str, ...]:
 
 OPTIONS: tuple[Option, ...] = (
     Option("node-name", "", "This instance's node (the DaemonSet sets it from spec.nodeName)."),
-    Option("source", "hubble", "Where flows come from: hubble, calico-goldmane, calico-felix or replay."),
+    Option("source", "hubble", "Where flows come from: hubble, calico-goldmane, calico-felix, antrea or replay."),
     Option("hubble-target", DEFAULT_TARGET, "Hubble gRPC target: unix:///path (node-local) or host:port (relay)."),
     Option("hubble-tls-ca", "", "CA file that signed the Hubble server certificate (enables TLS)."),
     Option("hubble-tls-cert", "", "Client certificate for mTLS (hubble-relay)."),
@@ -72,6 +73,12 @@ OPTIONS: tuple[Option, ...] = (
     Option("goldmane-tls-key", "", "Client key for Goldmane's mTLS."),
     Option("goldmane-tls-server-name", "", "Server name to verify instead of the Goldmane target host."),
     Option("felix-socket", calico.DEFAULT_FELIX_SOCKET, "Unix socket we serve for Felix's node-local flow reporter."),
+    Option("antrea-target", antrea.DEFAULT_TARGET, "Antrea Flow Aggregator flow stream (host:port, port 14740)."),
+    Option("antrea-tls-ca", "", "CA file that signed the Flow Aggregator's certificate (enables TLS)."),
+    Option("antrea-tls-server-name", "", "Server name to verify instead of the Antrea target host."),
+    Option("antrea-namespaces", (), "Only flows with an end in these namespaces (comma separated).", _csv),
+    Option("antrea-initial-history", False, "On the first connect, also take the aggregator's buffered flows.",
+           _bool),
     Option("replay-file", "", "With source=replay: a flow file (our JSON lines, hubble observe, exporter)."),
     Option("state", "", "A saved cluster state (file or directory) instead of the Kubernetes API."),
     Option("kubeconfig", "", "Kubeconfig path; empty: in-cluster config, else ~/.kube/config."),
@@ -83,6 +90,8 @@ OPTIONS: tuple[Option, ...] = (
     Option("store-max-total", 20000, "Drop signatures kept in total.", int),
     Option("store-retention-hours", 168.0, "Forget signatures not seen for this long.", float),
     Option("events", True, "Create Kubernetes Events on pods for new drop signatures.", _bool),
+    Option("policy-enforcer", "", "Who enforces NetworkPolicy (cilium, calico, antrea, none...); empty: detect it."),
+    Option("not-enforced-events", True, "Where nothing enforces policy, one Event on each new NetworkPolicy.", _bool),
     Option("mode", "daemonset", "daemonset (each instance holds its node's drops) or single (one instance).",),
     Option("peers", "", "Static peers node=url,... (tests); default: the DaemonSet's own pods from the API."),
     Option("peer-namespace", "drop-explainer", "Namespace of the DaemonSet's pods."),
@@ -131,6 +140,10 @@ class Settings:
     log_format: str
     log_level: str
     extra: Mapping[str, Any] = field(default_factory=dict)
+    antrea: antrea.AntreaSettings = field(default_factory=antrea.AntreaSettings)
+    policy_enforcer: str = ""
+    """Configured enforcer name; empty = detect it from the cluster (cluster/enforcer.py)."""
+    not_enforced_events: bool = True
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -182,6 +195,9 @@ def from_args(args: argparse.Namespace, env: Mapping[str, str] | None = None) ->
                             "Goldmane accepts only mTLS clients")
     if v["source"] == "replay" and not v["replay_file"]:
         raise SettingsError("--replay-file is required with --source replay")
+    if v["policy_enforcer"] and v["policy_enforcer"] not in enforcer.PROFILE_OF:
+        raise SettingsError(f"--policy-enforcer: expected one of {', '.join(sorted(enforcer.PROFILE_OF))}, "
+                            f"got {v['policy_enforcer']!r}")
     if v["mode"] not in ("daemonset", "single"):
         raise SettingsError(f"--mode: expected daemonset or single, got {v['mode']!r}")
     if not 0 <= v["port"] < 65536:  # 0: any free port (tests)
@@ -211,6 +227,13 @@ def from_args(args: argparse.Namespace, env: Mapping[str, str] | None = None) ->
                            _pairs(v["peer_selector"], "--peer-selector", "="), v["port"], v["peer_timeout"]),
         log_format=v["log_format"],
         log_level=v["log_level"],
+        antrea=antrea.AntreaSettings(
+            target=v["antrea_target"],
+            tls=TlsSettings(v["antrea_tls_ca"], None, None, v["antrea_tls_server_name"] or None)
+            if v["antrea_tls_ca"] else None,
+            namespaces=tuple(v["antrea_namespaces"]), initial_history=v["antrea_initial_history"]),
+        policy_enforcer=v["policy_enforcer"],
+        not_enforced_events=v["not_enforced_events"],
     )
 
 

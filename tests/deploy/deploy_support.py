@@ -17,7 +17,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 REPO = Path(__file__).resolve().parents[2]
 DEPLOY = REPO / "deploy"
-OVERLAYS = ("hubble-node", "hubble-relay", "calico-node", "calico-goldmane")
+OVERLAYS = ("hubble-node", "hubble-relay", "calico-node", "calico-goldmane", "antrea")
 KUSTOMIZATIONS = ("base", *(f"overlays/{o}" for o in OVERLAYS), "monitoring", "grafana")
 
 

@@ -82,7 +82,13 @@ def test_rbac_is_read_only_on_five_kinds_and_writes_only_events(rendered: dict[s
     read = {(g, r, v) for g, r in (("", "namespaces"), ("", "pods"), ("", "nodes"), ("", "services"),
                                     ("networking.k8s.io", "networkpolicies")) for v in ("get", "list", "watch")}
     events = {("", "events", v) for v in ("create", "patch", "get")}
-    assert granted == read | events
+    # Enforcer detection (cluster/enforcer.py): list workloads and CRDs, get two CNI ConfigMaps by name.
+    detection = {("apps", "daemonsets", "list"), ("apps", "deployments", "list"),
+                 ("apiextensions.k8s.io", "customresourcedefinitions", "list"), ("", "configmaps", "get")}
+    detection |= {("crd.antrea.io", r, "list") for r in ("tiers", "clusternetworkpolicies", "networkpolicies")}
+    assert granted == read | events | detection
+    (configmaps,) = [rule for rule in role["rules"] if "configmaps" in rule["resources"]]
+    assert sorted(configmaps["resourceNames"]) == ["antrea-config", "cilium-config"], "never every ConfigMap"
     binding = one(rendered["base"], "ClusterRoleBinding", "drop-explainer")
     assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "drop-explainer", "namespace": "drop-explainer"}]
     for docs in rendered.values():
@@ -151,7 +157,7 @@ def test_node_overlays_run_everywhere_with_their_sockets(rendered: dict[str, lis
 
 def test_single_instance_overlays_keep_their_store_on_a_volume(rendered: dict[str, list[dict[str, Any]]]) -> None:
     """One replica, Recreate, and a PVC: a rescheduled pod must not forget every signature and page again."""
-    for overlay in ("hubble-relay", "calico-goldmane"):
+    for overlay in ("hubble-relay", "calico-goldmane", "antrea"):
         docs = rendered[f"overlays/{overlay}"]
         deploy = one(docs, "Deployment")
         assert deploy["spec"]["replicas"] == 1
@@ -208,6 +214,18 @@ def test_calico_overlays_select_their_source_and_mount_goldmane_tls(rendered: di
     volumes = _workload(goldmane)["spec"]["template"]["spec"]["volumes"]
     assert {"name": "goldmane-tls", "secret": {"secretName": "drop-explainer-goldmane-tls", "defaultMode": 0o440}} \
         in volumes
+
+
+def test_antrea_overlay_reads_the_flow_aggregator_stream_with_its_ca(
+        rendered: dict[str, list[dict[str, Any]]]) -> None:
+    """FlowStreamService on 14740, server-side TLS verified against the aggregator's CA from a ConfigMap."""
+    docs = rendered["overlays/antrea"]
+    args = _args(docs)
+    assert "--source=antrea" in args
+    assert "--antrea-target=flow-aggregator.flow-aggregator.svc:14740" in args
+    assert "--antrea-tls-ca=/etc/drop-explainer/antrea/ca.crt" in args
+    volumes = _workload(docs)["spec"]["template"]["spec"]["volumes"]
+    assert {"name": "antrea-ca", "configMap": {"name": "drop-explainer-antrea-ca", "defaultMode": 0o444}} in volumes
 
 
 def test_no_image_floats(rendered: dict[str, list[dict[str, Any]]]) -> None:

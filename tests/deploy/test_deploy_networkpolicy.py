@@ -46,7 +46,8 @@ def _pod(ns: str, name: str, labels: dict[str, str], ip: str, node: str, *,
 
 
 STATE: list[dict[str, Any]] = [
-    *(_namespace(n) for n in ("drop-explainer", "kube-system", "calico-system", "monitoring", "default")),
+    *(_namespace(n) for n in ("drop-explainer", "kube-system", "calico-system", "flow-aggregator", "monitoring",
+                              "default")),
     _node("node-1", "172.18.0.11", "10.244.1.0/24"),
     _node("node-2", "172.18.0.12", "10.244.2.0/24"),
     _pod("drop-explainer", "explainer-a", EXPLAINER, "10.244.1.5", "node-1", ports=[(8080, "TCP")]),
@@ -54,6 +55,8 @@ STATE: list[dict[str, Any]] = [
     _pod("kube-system", "coredns", {"k8s-app": "kube-dns"}, "10.244.1.53", "node-1", ports=[(53, "UDP"), (53, "TCP")]),
     _pod("kube-system", "hubble-relay", {"k8s-app": "hubble-relay"}, "10.244.2.45", "node-2", ports=[(4245, "TCP")]),
     _pod("calico-system", "goldmane", {"k8s-app": "goldmane"}, "10.244.2.74", "node-2", ports=[(7443, "TCP")]),
+    _pod("flow-aggregator", "flow-aggregator", {"app": "flow-aggregator"}, "10.244.2.88", "node-2",
+         ports=[(14740, "TCP")]),
     _pod("monitoring", "prometheus", {"app.kubernetes.io/name": "prometheus"}, "10.244.1.90", "node-1",
          ports=[(9090, "TCP")]),
     _pod("default", "stranger", {"app": "stranger"}, "10.244.1.66", "node-1", ports=[(8080, "TCP")]),
@@ -86,6 +89,12 @@ PER_OVERLAY: dict[str, list[tuple[str, str, int, str, bool]]] = {
     "calico-node": [
         ("drop-explainer/explainer-a", API_PLACEHOLDER, 6443, "TCP", True),
         ("drop-explainer/explainer-a", API_PLACEHOLDER, 22, "TCP", False),
+        ("drop-explainer/explainer-a", "calico-system/goldmane", 7443, "TCP", False),
+    ],
+    "antrea": [
+        ("drop-explainer/explainer-a", "flow-aggregator/flow-aggregator", 14740, "TCP", True),
+        ("drop-explainer/explainer-a", API_PLACEHOLDER, 6443, "TCP", True),
+        ("drop-explainer/explainer-a", "flow-aggregator/flow-aggregator", 4739, "TCP", False),  # IPFIX: not ours
         ("drop-explainer/explainer-a", "calico-system/goldmane", 7443, "TCP", False),
     ],
     "calico-goldmane": [

@@ -61,7 +61,7 @@ STAND_IN_CRDS = (
     ("monitoring.coreos.com", "v1", "PodMonitor", "podmonitors"),
     ("monitoring.coreos.com", "v1", "PrometheusRule", "prometheusrules"),
 )
-SINGLE_INSTANCE = ("overlays/hubble-relay", "overlays/calico-goldmane")
+SINGLE_INSTANCE = ("overlays/hubble-relay", "overlays/calico-goldmane", "overlays/antrea")
 """Overlays whose pods meet Pod Security "restricted" (base/namespace.yaml says so)."""
 NODE_OVERLAYS = ("overlays/hubble-node", "overlays/calico-node")
 """hostPath and uid 0: they lower "enforce" and keep warning against restricted."""

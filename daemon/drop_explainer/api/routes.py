@@ -23,7 +23,7 @@ from drop_explainer.api import params, render
 from drop_explainer.api.openapi import document
 from drop_explainer.api.params import BadRequest, DropFilter
 from drop_explainer.api.peers import PeerError, Peers
-from drop_explainer.explain import explaining, rendering
+from drop_explainer.explain import enforcement, explaining, rendering
 from drop_explainer.policy import queries
 from drop_explainer.policy.engine import Engine
 
@@ -209,6 +209,7 @@ async def whatif(request: web.Request) -> web.Response:
         raise BadRequest(str(exc)) from None
     expl = explaining.explain_connection(engine, conn)
     data = queries.verdict_json(query, conn, expl.verdict) | {"explanation": rendering.explanation_json(expl)}
+    data = enforcement.label_answer(data, engine.state.enforcer)
     return _respond(request, data, lambda: rendering.explanation_text(expl))
 
 

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any, Final, cast
 
 import aiohttp
 
-from drop_explainer.cluster import parsing
+from drop_explainer.cluster import enforcer, inventory, parsing
 from drop_explainer.cluster.errors import ObjectError, StateError
 from drop_explainer.cluster.state import ClusterState
 
@@ -332,7 +332,16 @@ async def fetch_state(endpoint: Endpoint, *, page_size: int = 500) -> ClusterSta
                         # The API server accepted it, so the fault is ours: say so, go on without it.
                         log.warning("object_skipped", extra={"object": exc.obj, "field": exc.field,
                                                              "reason": exc.reason})
-    return ClusterState.build(objs)
+        found = await inventory.fetch_inventory(client, page_size=page_size)
+        antrea = await inventory.fetch_not_evaluated(client, found)
+    return with_detection(ClusterState.build(objs), found).with_not_evaluated(antrea)
+
+
+def with_detection(state: ClusterState, objects: enforcer.Inventory) -> ClusterState:
+    """The state with its policy enforcer attached, if there was anything to tell it from (DaemonSets, CRDs)."""
+    if not (objects.daemonsets or objects.crds):
+        return state
+    return state.with_enforcer(enforcer.detect(objects))
 
 
 def list_state(kubeconfig: str | Path | None = None, context: str | None = None) -> ClusterState:

@@ -33,6 +33,7 @@ from typing import TypeAlias
 
 from drop_explainer.cluster import kubeapi, watching
 from drop_explainer.cluster import objects as o
+from drop_explainer.cluster.enforcer import Detection, NotEvaluated
 from drop_explainer.cluster.errors import ObjectError
 from drop_explainer.cluster.state import ClusterState
 
@@ -84,6 +85,8 @@ class LiveState:
         self.callback_errors = 0
         self._history: deque[PolicyChange] = deque(maxlen=settings.history_size)
         self._snapshot = ClusterState.build(())
+        self._enforcer: Detection | None = None
+        self._not_evaluated: tuple[NotEvaluated, ...] = ()
         self._dirty = asyncio.Event()
         self._ready = asyncio.Event()
 
@@ -145,7 +148,18 @@ class LiveState:
 
     def _publish(self) -> None:
         self._dirty.clear()
-        self._snapshot = ClusterState.build(obj for objs in self._objects.values() for obj in objs.values())
+        built = ClusterState.build(obj for objs in self._objects.values() for obj in objs.values())
+        self._snapshot = built.with_enforcer(self._enforcer).with_not_evaluated(self._not_evaluated)
+
+    def set_enforcer(self, detection: Detection | None) -> None:
+        """Attach who enforces policy (cluster/enforcing.py) to this and every later snapshot."""
+        self._enforcer = detection
+        self._snapshot = self._snapshot.with_enforcer(detection)
+
+    def set_not_evaluated(self, objects: tuple[NotEvaluated, ...]) -> None:
+        """Attach the policy objects loaded but not evaluated (Antrea-native), named in every answer."""
+        self._not_evaluated = objects
+        self._snapshot = self._snapshot.with_not_evaluated(objects)
 
     # ---- applying --------------------------------------------------------
 

@@ -16,7 +16,7 @@ from typing import Any
 
 import yaml
 
-from drop_explainer.cluster import parsing
+from drop_explainer.cluster import enforcer, parsing
 from drop_explainer.cluster.errors import ObjectError, StateFileError
 from drop_explainer.cluster.state import ClusterState
 
@@ -34,21 +34,31 @@ def load_state(path: str | Path) -> ClusterState:
     if not files:
         raise StateFileError(str(root), "no .yaml, .yml or .json files in this directory")
     objs: list[object] = []
+    raw: list[Mapping[str, Any]] = []
     # A big state is millions of new, acyclic objects: the cycle collector
     # would rescan them again and again (a third of the load time) for nothing.
     collecting = gc.isenabled()
     gc.disable()
     try:
         for file in files:
-            objs.extend(parse_documents(str(file), file.read_text(encoding="utf-8")))
+            objs.extend(parse_documents(str(file), file.read_text(encoding="utf-8"), inventory=raw))
     finally:
         if collecting:
             gc.enable()
-    return ClusterState.build(objs)
+    state = ClusterState.build(objs).with_not_evaluated(
+        tuple(entry for obj in raw if (entry := enforcer.not_evaluated(obj)) is not None))
+    if any(obj.get("kind") in enforcer.WORKLOAD_KINDS for obj in raw):
+        # Saved with DaemonSets or CRDs (kubectl get ds,crd,...): say who enforces policy.
+        return state.with_enforcer(enforcer.detect(enforcer.Inventory.from_objects(raw)))
+    return state
 
 
-def parse_documents(name: str, text: str) -> list[object]:
-    """Parse one file's text; ``name`` is used in errors."""
+def parse_documents(name: str, text: str, *, inventory: list[Mapping[str, Any]] | None = None) -> list[object]:
+    """Parse one file's text; ``name`` is used in errors.
+
+    With ``inventory``, the raw objects that enforcer detection reads (DaemonSets, CRDs, Nodes...) are
+    appended to it as well.
+    """
     try:
         docs = _documents(text)
     except yaml.YAMLError as exc:
@@ -56,6 +66,13 @@ def parse_documents(name: str, text: str) -> list[object]:
     out: list[object] = []
     for data in _flatten(name, docs):
         kind = data.get("kind")
+        if inventory is not None and kind in enforcer.INVENTORY_KINDS:
+            inventory.append(data)
+        if enforcer.not_evaluated(data) is not None:
+            # crd.antrea.io NetworkPolicy shares its kind name with networking.k8s.io's: never parse it as one.
+            if inventory is not None:
+                inventory.append(data)
+            continue
         parse = parsing.PARSERS.get(kind) if isinstance(kind, str) else None
         if parse is None:
             continue  # other kinds (Deployments, Events...) are not ours to read

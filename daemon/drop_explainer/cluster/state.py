@@ -12,8 +12,12 @@ import itertools
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, fields, replace
+from typing import TYPE_CHECKING
 
 from drop_explainer.cluster import objects as o
+
+if TYPE_CHECKING:
+    from drop_explainer.cluster.enforcer import Detection, NotEvaluated
 
 _generations = itertools.count(1)
 
@@ -29,6 +33,10 @@ class ClusterState:
     policies: Mapping[str, o.NetworkPolicy]
     generation: int = field(default_factory=lambda: next(_generations))
     """Distinct for every snapshot built; caches key on it."""
+    enforcer: Detection | None = None
+    """Which component enforces policy (cluster/enforcer.py); None = not detected, nothing is said."""
+    not_evaluated: tuple[NotEvaluated, ...] = ()
+    """Policy objects of kinds loaded but not evaluated (Antrea-native): every answer names them."""
     pods_by_namespace: Mapping[str, tuple[o.Pod, ...]] = field(init=False)
     policies_by_namespace: Mapping[str, tuple[o.NetworkPolicy, ...]] = field(init=False)
     pod_by_ip: Mapping[str, o.Pod] = field(init=False)
@@ -98,8 +106,25 @@ class ClusterState:
 
     def with_objects(self, *objs: object) -> ClusterState:
         """A new snapshot with these objects added or replacing their namesakes."""
-        return ClusterState.build([*self.namespaces.values(), *self.pods.values(), *self.nodes.values(),
-                                   *self.services.values(), *self.policies.values(), *objs])
+        built = ClusterState.build([*self.namespaces.values(), *self.pods.values(), *self.nodes.values(),
+                                    *self.services.values(), *self.policies.values(), *objs])
+        return built.with_enforcer(self.enforcer).with_not_evaluated(self.not_evaluated)
+
+    def with_enforcer(self, detection: Detection | None) -> ClusterState:
+        """The same snapshot (same indexes) with the enforcer attached; a new generation, so caches notice."""
+        return self if detection == self.enforcer else self._with_fact("enforcer", detection)
+
+    def with_not_evaluated(self, objects: tuple[NotEvaluated, ...]) -> ClusterState:
+        """The same snapshot with the not-evaluated policy objects attached (a new generation)."""
+        return self if objects == self.not_evaluated else self._with_fact("not_evaluated", objects)
+
+    def _with_fact(self, name: str, value: object) -> ClusterState:
+        new = object.__new__(ClusterState)
+        for f in fields(ClusterState):
+            object.__setattr__(new, f.name, getattr(self, f.name))
+        object.__setattr__(new, name, value)
+        object.__setattr__(new, "generation", next(_generations))
+        return new
 
     def with_namespace_labels(self, name: str, labels: Mapping[str, str]) -> ClusterState:
         ns = self.namespaces.get(name) or o.Namespace(name)

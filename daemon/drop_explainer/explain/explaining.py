@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 from drop_explainer.cluster.objects import Pod, PolicyType
-from drop_explainer.explain import calico, fixes, tracing, traps
+from drop_explainer.explain import antrea, calico, enforcement, fixes, tracing, traps
 from drop_explainer.explain.model import Agreement, Explanation, PolicyTrace
 from drop_explainer.explain.reasons import describe_drop_reason
 from drop_explainer.flows.model import Direction, DropKind, Endpoint, EndpointKind, Flow, Verdict
@@ -40,7 +40,8 @@ def explain_connection(engine: Engine, conn: Connection, flow: Flow | None = Non
     plan = fixes.plan(engine, conn, traces, radius=blast_radius) if traces else ()
     agreement = _agreement(verdict, flow)
     expl = Explanation(conn, verdict, "", traces, tracing.closest_rule(traces), found, plan, agreement, flow, notes)
-    return replace(expl, headline=headline(expl))
+    return enforcement.lead(replace(expl, headline=headline(expl)), engine.state.enforcer,
+                            engine.state.not_evaluated)
 
 
 def explain_flow(engine: Engine, flow: Flow, *, blast_radius: bool = True) -> Explanation:
@@ -51,11 +52,13 @@ def explain_flow(engine: Engine, flow: Flow, *, blast_radius: bool = True) -> Ex
         reason = describe_drop_reason(flow.drop_reason)
         expl = Explanation(conn, verdict, "", agreement=Agreement(None, ()), flow=flow, notes=notes,
                            datapath_reason=reason)
-        return replace(expl, headline=headline(expl))
+        return enforcement.lead(replace(expl, headline=headline(expl)), engine.state.enforcer,
+                            engine.state.not_evaluated)
     if flow.is_reply:
         notes += ("the CNI marked this packet as a reply; replies of allowed connections are never dropped by "
                   "NetworkPolicy, so the connection itself was probably opened before a policy change",)
-    return calico.with_attribution(explain_connection(engine, conn, flow, notes, blast_radius=blast_radius))
+    expl = explain_connection(engine, conn, flow, notes, blast_radius=blast_radius)
+    return antrea.with_attribution(calico.with_attribution(expl))
 
 
 def complete(engine: Engine, expl: Explanation) -> Explanation:

@@ -110,3 +110,5 @@ class Explanation:
     """Facts that qualify the answer: a pod missing from the state, a reply packet..."""
     datapath_reason: str | None = None
     """For a drop that no policy caused, what the datapath reason means."""
+    not_enforced: str | None = None
+    """Set when nothing in the cluster enforces NetworkPolicy: the sentence that leads the answer."""

@@ -64,6 +64,8 @@ def explanation_json(e: Explanation) -> dict[str, Any]:
     }
     if e.datapath_reason is not None:
         out["datapath_reason"] = e.datapath_reason
+    if e.not_enforced is not None:
+        out |= {"allowed": True, "not_enforced": e.not_enforced, "would_be_allowed": e.verdict.allowed}
     if e.flow is not None:
         out["flow"] = codec.flow_to_json(e.flow)
     return out
