@@ -71,6 +71,8 @@ def daemon_metric_names() -> set[str]:
 
     class Store:
         evictions = 0
+        write_failures = 0
+        failing = False
 
         def size(self) -> int:
             return 0

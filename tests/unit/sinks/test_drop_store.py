@@ -102,9 +102,9 @@ def test_per_pod_limit_evicts_the_least_recently_seen_signature(make_drop: MakeD
 def test_total_limit_evicts_the_least_recently_seen_across_pods(make_drop: MakeDrop) -> None:
     """Beyond max_total the oldest signature of any pod goes, and it is new again if it comes back."""
     with DropStore(MEMORY, max_total=2) as store:
-        store.record(make_drop(destination="api/p1"))
-        store.record(make_drop(destination="api/p2"))
-        store.record(make_drop(destination="api/p3"))
+        store.record(make_drop(destination="api/p1", time_ns=T0))
+        store.record(make_drop(destination="api/p2", time_ns=T0 + 1))
+        store.record(make_drop(destination="api/p3", time_ns=T0 + 2))
         assert sorted(r.pod for r in store.query()) == ["p2", "p3"]
         assert store.evictions == 1
         assert store.record(make_drop(destination="api/p1")) is True
