@@ -35,6 +35,9 @@ TIME_FORMS = ("RFC 3339 (2026-11-26T02:00:00Z), epoch seconds (1764800000, fract
 DEFAULT_LIMIT = 20
 MAX_LIMIT = 500
 MAX_PORT = 65535
+PROTOCOL_PATTERN = "^([Tt][Cc][Pp]|[Uu][Dd][Pp]|[Ss][Cc][Tt][Pp])$"
+WHATIF_END_CHARS = 63 + 1 + 253
+"""NAMESPACE/POD at its longest; an IP address is shorter."""
 
 
 class BadRequest(ValueError):
@@ -123,6 +126,24 @@ def whole_number(value: str, what: str, low: int, high: int) -> int:
             or not low <= int(value) <= high:
         raise BadRequest(f"{what}={_shown(value)}: expected a whole number from {low} to {high}")
     return int(value)
+
+
+def whatif_query(query: Mapping[str, str]) -> dict[str, str]:
+    """/whatif's own parameters, checked where the shared parser (queries.parse_query) is lenient.
+
+    parse_port takes any Unicode digit and parse_protocol any case mapping
+    (str.upper() turns "\u017fctp" into SCTP): the API takes ASCII only.
+    """
+    check_known(query, {"from", "to", "port", "protocol"})
+    asked = {k: v for k, v in query.items() if k not in COMMON}
+    if "port" in asked:
+        whole_number(asked["port"], "port", 1, MAX_PORT)
+    if "protocol" in asked and not re.fullmatch(PROTOCOL_PATTERN.strip("^$"), asked["protocol"], re.ASCII):
+        raise BadRequest(f"protocol={_shown(asked['protocol'])}: expected TCP, UDP or SCTP")
+    for end in ("from", "to"):
+        if len(asked.get(end, "")) > WHATIF_END_CHARS:
+            raise BadRequest(f"{end}={_shown(asked[end])}: too long for NAMESPACE/POD or an IP address")
+    return asked
 
 
 def limit(value: str | None) -> int:

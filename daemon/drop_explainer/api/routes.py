@@ -204,10 +204,7 @@ async def drop_by_id(request: web.Request) -> web.Response:
 
 
 async def whatif(request: web.Request) -> web.Response:
-    params.check_known(request.query, {"from", "to", "port", "protocol"})
-    asked = {k: v for k, v in request.query.items() if k not in params.COMMON}
-    if "port" in asked:  # queries.parse_port takes any Unicode digit; the API takes ASCII only
-        params.whole_number(asked["port"], "port", 1, params.MAX_PORT)
+    asked = params.whatif_query(request.query)
     try:
         query = queries.parse_query(asked)
         engine = _ctx(request).engine()
