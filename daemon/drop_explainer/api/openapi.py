@@ -39,13 +39,14 @@ def _param(name: str, where: str, description: str, schema: dict[str, Any], requ
 
 
 _STR = {"type": "string"}
-_LABEL = r"[a-z0-9]([-a-z0-9]*[a-z0-9])?"
-_SUBDOMAIN = r"[a-z0-9]([-a-z0-9.]*[a-z0-9])?"
+# The lengths are in the patterns too, so that NAMESPACE/NAME is stated exactly.
+_LABEL = r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?"
+_SUBDOMAIN = r"[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?"
 NAMESPACE_SCHEMA = {"type": "string", "pattern": f"^{_LABEL}$", "minLength": 1, "maxLength": 63}
 NAME_SCHEMA = {"type": "string", "pattern": f"^{_SUBDOMAIN}$", "minLength": 1, "maxLength": 253}
 _FRAC = r"(\.[0-9]{1,9})?"
 TIME_SCHEMA = {
-    "type": "string", "minLength": 2, "maxLength": MAX_VALUE_CHARS,
+    "type": "string", "minLength": 1, "maxLength": MAX_VALUE_CHARS,
     # The three forms params.time_ns reads; a value matching this can still be refused when it names no
     # calendar date (02-30) or lies outside int64 nanoseconds (years 1677 to 2262).
     "pattern": (f"^([0-9]{{1,20}}{_FRAC}[smhd]|[0-9]{{1,11}}{_FRAC}|[0-9]{{4}}-[0-9]{{2}}-[0-9]{{2}}[Tt ]"

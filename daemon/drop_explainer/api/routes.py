@@ -253,10 +253,10 @@ async def errors(request: web.Request,
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
-        allow = {"Allow": exc.headers["Allow"]} if "Allow" in exc.headers else None
+        kept = {k: exc.headers[k] for k in ("Allow", "Retry-After") if k in exc.headers}
         reason = {404: f"no such path {request.path[:200]!r}; see /openapi.json",
                   405: f"method {request.method} not allowed here; use GET"}.get(exc.status, exc.reason)
-        return error_response(request, exc.status, reason, headers=allow)
+        return error_response(request, exc.status, reason, headers=kept)
     except asyncio.CancelledError:
         raise
     except Exception:
