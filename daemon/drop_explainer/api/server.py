@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 
 log = logging.getLogger(__name__)
 PROBE_RESERVE = 8
@@ -181,6 +182,26 @@ class ConnectionLimiter:
                 guard.arm()
 
 
+class _QuietClientErrors(logging.Filter):
+    """aiohttp logs every malformed request (a control byte in a header, a line over 8190 bytes) at
+    ERROR with a traceback: the client's fault, and a way for anyone to flood the log. The client
+    still gets aiohttp's 400; the log gets one debug line."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if isinstance(exc, HttpProcessingError) and 400 <= exc.code < 500:
+            log.debug("api_malformed_request", extra={"reason": str(exc.message)[:200]})
+            return False
+        return True
+
+
+def quiet_client_errors() -> None:
+    """Install the filter on aiohttp's server logger, once."""
+    logger = logging.getLogger("aiohttp.server")
+    if not any(isinstance(f, _QuietClientErrors) for f in logger.filters):
+        logger.addFilter(_QuietClientErrors())
+
+
 class GuardedSite(web.BaseSite):
     """A TCP site whose connections go through a ConnectionLimiter (web.TCPSite otherwise)."""
 
@@ -213,6 +234,7 @@ def guarded(app: web.Application, limits: ServerLimits) -> Callable[[web.AppRunn
 
     # Innermost, so a refusal it raises still gets the error shape from routes.errors.
     app.middlewares.append(mark_busy)
+    quiet_client_errors()
 
     def limiter(runner: web.AppRunner) -> ConnectionLimiter:
         assert runner.server is not None, "call after runner.setup()"

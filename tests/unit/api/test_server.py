@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
@@ -190,3 +191,15 @@ def test_the_limits_are_settings_and_nonsense_is_refused(argv: list[str]) -> Non
     assert good.api == ServerLimits(2.5, 9)
     with pytest.raises(SettingsError, match="--api-"):
         from_args(parser.parse_args(["run", *argv]), env={})
+
+
+async def test_a_malformed_request_is_a_400_and_no_error_in_the_log(caplog: pytest.LogCaptureFixture) -> None:
+    """aiohttp answers a control byte in a header with 400; its ERROR-level traceback is kept out of the log."""
+    async with serving(ServerLimits()) as run:
+        reader, writer = await run.connect()
+        writer.write(b"GET /healthz HTTP/1.1\r\nHost: t\r\nX-Bad: \x01\r\n\r\n")
+        raw = await asyncio.wait_for(reader.read(), WAIT_S)
+        assert raw.split(b"\r\n", 1)[0].split()[1] == b"400"
+        assert b"Traceback" not in raw
+        assert await get(run.port, "/healthz") == (200, b"ok\n")
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
