@@ -240,6 +240,7 @@ async def _serve_api(daemon: Daemon, on_started: Callable[[Daemon], None] | None
     await runner.setup()
     try:
         site = server.GuardedSite(runner, daemon.settings.listen, daemon.settings.port, limiter(runner))
+        daemon.registry.register(site.limiter)
         await site.start()
         daemon.port = site.bound_port
         log.info("api_listening", extra={"address": daemon.settings.listen, "port": daemon.port})

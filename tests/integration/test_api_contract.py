@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from jsonschema import Draft202012Validator
+from prometheus_client.parser import text_string_to_metric_families
 from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT202012
 
@@ -110,6 +111,7 @@ async def test_slow_clients_holding_every_connection_neither_starve_healthz_nor_
             answers = [await http_get(port, "/healthz") for _ in range(3)]
             cut = await asyncio.wait_for(asyncio.gather(*(_trickle_until_closed(w, r) for r, w in conns)), 30)
             status, body = await get_json(port, "/drops")
+            _, metrics = await http_get(port, "/metrics")
         finally:
             for _, writer in conns:
                 writer.close()
@@ -119,6 +121,11 @@ async def test_slow_clients_holding_every_connection_neither_starve_healthz_nor_
     assert all(cut)
     assert status == 200
     assert len(body["drops"]) >= 2
+    counted = {s.name: s.value for f in text_string_to_metric_families(metrics) for s in f.samples}
+    # Each of the 6 was either cut off by the deadline or closed for a newer connection.
+    assert counted["drop_explainer_api_header_timeouts_total"] + counted[
+        "drop_explainer_api_connections_evicted_total"] >= 6
+    assert counted["drop_explainer_api_connections_refused_total"] == 0
 
 
 async def _trickle_until_closed(writer: asyncio.StreamWriter, reader: asyncio.StreamReader) -> bool:

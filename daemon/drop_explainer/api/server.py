@@ -24,12 +24,13 @@ import asyncio
 import logging
 import re
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 log = logging.getLogger(__name__)
 PROBE_RESERVE = 8
@@ -127,6 +128,19 @@ class ConnectionLimiter:
 
     def __call__(self) -> asyncio.Protocol:
         return _Guard(self, self.factory())
+
+    def collect(self) -> Iterator[Metric]:
+        """Prometheus collector: what the deadline and the cap did, read at each scrape."""
+        yield GaugeMetricFamily("drop_explainer_api_connections_open", "Open HTTP API connections.",
+                                value=len(self.open))
+        for name, doc, value in (
+                ("header_timeouts", "Connections closed because a request's headers did not arrive in time.",
+                 self.header_timeouts),
+                ("connections_evicted", "Idle connections closed to make room over the connection cap.",
+                 self.evicted),
+                ("connections_refused", "Connections answered 503 and closed: every slot and the probe reserve "
+                 "busy.", self.refused)):
+            yield CounterMetricFamily(f"drop_explainer_api_{name}", doc, value=value)
 
     def admit(self, guard: _Guard) -> bool:
         if len(self.open) >= self.limits.max_connections:
