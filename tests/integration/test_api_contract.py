@@ -6,7 +6,8 @@ content types as declared, JSON bodies valid against the declared schemas,
 schema-invalid requests refused, other methods answered 405 with Allow.
 It runs as its own process against the daemon on loopback (a replayed
 incident, so the answers hold real drops), bounded by a fixed number of
-examples per operation, a fixed seed and a deadline.
+examples per operation, a fixed seed and a deadline. The stateful phase is
+left out: the API is read-only, so there are no links between operations.
 
 Left out: schemathesis's positive_data_acceptance check, which expects
 every schema-valid request to be accepted. Three refusals are by design
@@ -37,9 +38,9 @@ from tests.daemon_support import eventually, get_json, http_get, run_settings, r
 
 INCIDENT = demo.incident_dir()
 FLOWS = INCIDENT / "hubble-flows.jsonl"
-MAX_EXAMPLES = 25
-DEADLINE_S = 50.0
-"""The whole schemathesis run; about 15 s on an idle 2-core machine."""
+MAX_EXAMPLES = 20
+DEADLINE_S = 45.0
+"""The whole schemathesis run: 12-20 s on a 2-core machine, up to 35 s with its cores busy elsewhere."""
 
 
 async def _replayed_daemon_drops(port: int) -> Any:
@@ -57,6 +58,8 @@ async def test_schemathesis_finds_no_server_error_and_no_schema_violation(tmp_pa
         proc = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "schemathesis.cli", "run", f"http://127.0.0.1:{port}/openapi.json",
             "--max-examples", str(MAX_EXAMPLES), "--seed", "20261204", "--workers", "1", "--no-shrink",
+            # No stateful phase: the API is read-only, with no links between operations to follow.
+            "--phases", "examples,coverage,fuzzing",
             "--checks", "all", "--exclude-checks", "positive_data_acceptance",
             "--generation-database", "none", "--request-timeout", "10", "--no-color",
             "--report", "junit", "--report-junit-path", str(junit),

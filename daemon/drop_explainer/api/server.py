@@ -21,6 +21,7 @@ Each connection goes through a ``_Guard`` in front of aiohttp's protocol:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import re
 import time
@@ -177,23 +178,36 @@ class ConnectionLimiter:
         return True
 
     @web.middleware
-    async def middleware(self, request: web.Request,
-                         handler: Callable[[web.Request], Awaitable[web.StreamResponse]]) -> web.StreamResponse:
+    async def mark_busy(self, request: web.Request,
+                        handler: Callable[[web.Request], Awaitable[web.StreamResponse]]) -> web.StreamResponse:
+        """Outermost: the connection counts as busy until its answer is written, so it is never evicted
+        between the handler's return and aiohttp's writing of the answer."""
         guard = self._by_transport.get(request.transport)
-        if guard is None:  # a connection not made through this limiter (tests' own servers)
+        if guard is None:  # a connection not made through this limiter
             return await handler(request)
-        if guard.probes_only and request.path not in PROBE_PATHS:
-            raise web.HTTPServiceUnavailable(reason="too many connections; only the probes are answered now",
-                                             headers={"Retry-After": "1"})
         guard.busy += 1
         guard.disarm()
         try:
-            return await handler(request)
+            resp = await handler(request)
+            with contextlib.suppress(ConnectionResetError):  # aiohttp sees the reset again and handles it
+                await resp.prepare(request)
+                await resp.write_eof()
+            return resp
         finally:
             guard.busy -= 1
             if not guard.busy and guard in self.open:
                 guard.idle_since = time.monotonic()
                 guard.arm()
+
+    @web.middleware
+    async def probes_only(self, request: web.Request,
+                          handler: Callable[[web.Request], Awaitable[web.StreamResponse]]) -> web.StreamResponse:
+        """Innermost, so the refusal it raises gets the error shape from the app's error middleware."""
+        guard = self._by_transport.get(request.transport)
+        if guard is not None and guard.probes_only and request.path not in PROBE_PATHS:
+            raise web.HTTPServiceUnavailable(reason="too many connections; only the probes are answered now",
+                                             headers={"Retry-After": "1"})
+        return await handler(request)
 
 
 class _QuietClientErrors(logging.Filter):
@@ -237,17 +251,22 @@ class GuardedSite(web.BaseSite):
 
 
 def guarded(app: web.Application, limits: ServerLimits) -> Callable[[web.AppRunner], ConnectionLimiter]:
-    """Add the busy-marking middleware to ``app`` (before the runner freezes it); then, given the
+    """Add the limiter's middlewares to ``app`` (before the runner freezes it); then, given the
     runner once it is set up, the limiter around its protocol factory."""
     holder: dict[str, ConnectionLimiter] = {}
 
     @web.middleware
     async def mark_busy(request: web.Request,
                         handler: Callable[[web.Request], Awaitable[web.StreamResponse]]) -> web.StreamResponse:
-        return await holder["limiter"].middleware(request, handler)
+        return await holder["limiter"].mark_busy(request, handler)
 
-    # Innermost, so a refusal it raises still gets the error shape from routes.errors.
-    app.middlewares.append(mark_busy)
+    @web.middleware
+    async def probes_only(request: web.Request,
+                          handler: Callable[[web.Request], Awaitable[web.StreamResponse]]) -> web.StreamResponse:
+        return await holder["limiter"].probes_only(request, handler)
+
+    app.middlewares.insert(0, mark_busy)
+    app.middlewares.append(probes_only)
     quiet_client_errors()
 
     def limiter(runner: web.AppRunner) -> ConnectionLimiter:
