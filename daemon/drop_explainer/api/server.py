@@ -10,6 +10,8 @@ Each connection goes through a ``_Guard`` in front of aiohttp's protocol:
 - From the connection's start, and again after each answer, a complete
   request head must arrive within ``header_timeout_s`` or the connection is
   closed. Bytes trickling in do not extend the deadline.
+- An answer must be written within ``write_timeout_s``: a client that
+  stops reading is cut off.
 - At most ``max_connections`` are open. A new one over the cap first evicts
   the connection idle longest (no request being handled: a slow loris is
   always idle), so probes are not starved by idle connections. When every
@@ -21,7 +23,6 @@ Each connection goes through a ``_Guard`` in front of aiohttp's protocol:
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import re
 import time
@@ -48,6 +49,9 @@ class ServerLimits:
     """Seconds for a request head to arrive, from the connection's start or the previous answer."""
     max_connections: int = 256
     """Open connections beyond which the longest-idle one is closed for a new one."""
+    write_timeout_s: float = 60.0
+    """Seconds to write one answer; a client that stops reading (slow read) is then cut off, or its
+    connection would stay busy, never evictable, for ever."""
 
 
 class _Guard(asyncio.Protocol):
@@ -124,6 +128,7 @@ class ConnectionLimiter:
         """Admitted connections, oldest first."""
         self._by_transport: dict[Any, _Guard] = {}
         self.header_timeouts = 0
+        self.write_timeouts = 0
         self.evicted = 0
         self.refused = 0
 
@@ -137,6 +142,8 @@ class ConnectionLimiter:
         for name, doc, value in (
                 ("header_timeouts", "Connections closed because a request's headers did not arrive in time.",
                  self.header_timeouts),
+                ("write_timeouts", "Connections cut off because the client did not read an answer in time.",
+                 self.write_timeouts),
                 ("connections_evicted", "Idle connections closed to make room over the connection cap.",
                  self.evicted),
                 ("connections_refused", "Connections answered 503 and closed: every slot and the probe reserve "
@@ -189,9 +196,17 @@ class ConnectionLimiter:
         guard.disarm()
         try:
             resp = await handler(request)
-            with contextlib.suppress(ConnectionResetError):  # aiohttp sees the reset again and handles it
-                await resp.prepare(request)
-                await resp.write_eof()
+            try:
+                async with asyncio.timeout(self.limits.write_timeout_s):
+                    await resp.prepare(request)
+                    await resp.write_eof()
+            except ConnectionResetError:
+                pass  # aiohttp sees the reset again and handles it
+            except TimeoutError:
+                self.write_timeouts += 1
+                log.debug("api_write_timeout", extra={"path": request.path[:200]})
+                if guard.transport is not None:
+                    guard.transport.abort()
             return resp
         finally:
             guard.busy -= 1

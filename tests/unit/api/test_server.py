@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import json
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 
 import pytest
@@ -17,6 +17,8 @@ from drop_explainer.api.server import ServerLimits
 
 WAIT_S = 20.0
 """Bound on every wait: generous for a loaded machine, and a hang still fails."""
+BIG = 64 * 1024 * 1024
+"""An answer larger than loopback's socket buffers on both sides."""
 
 
 @dataclass
@@ -44,7 +46,11 @@ async def serving(limits: ServerLimits) -> AsyncIterator[Running]:
         await release.wait()
         return web.Response(text="done\n")
 
+    async def big(_: web.Request) -> web.Response:
+        return web.Response(body=b"x" * BIG)
+
     app = web.Application(middlewares=[routes.errors])
+    app.router.add_get("/big", big)
     app.router.add_get("/healthz", fast)
     app.router.add_get("/drops", fast)
     app.router.add_get("/slow", slow)
@@ -66,6 +72,14 @@ async def serving(limits: ServerLimits) -> AsyncIterator[Running]:
             with contextlib.suppress(ConnectionError):
                 await w.wait_closed()
         await runner.cleanup()
+
+
+async def until(check: Callable[[], object]) -> None:
+    """Poll until check() is true; fail after WAIT_S."""
+    deadline = asyncio.get_running_loop().time() + WAIT_S
+    while not check():
+        assert asyncio.get_running_loop().time() < deadline, "condition not reached in time"
+        await asyncio.sleep(0.01)
 
 
 async def get(port: int, path: str, **headers: str) -> tuple[int, bytes]:
@@ -140,8 +154,7 @@ async def test_over_the_cap_the_longest_idle_connection_makes_room_for_a_probe()
             reader, writer = await run.connect()
             writer.write(b"GET /drops HTTP/1.1\r\nHost: t\r\n")
             lorises.append(reader)
-        while len(run.limiter.open) < 4:  # accepted by the server's loop, not only by the kernel
-            await asyncio.sleep(0.01)
+        await until(lambda: len(run.limiter.open) == 4)  # accepted by the server's loop, not only by the kernel
         assert await get(run.port, "/healthz") == (200, b"ok\n")
         assert run.limiter.evicted == 1
         assert await closed_by_server(lorises[0])
@@ -157,8 +170,7 @@ async def test_when_every_connection_is_busy_probes_still_answer_and_then_new_on
             reader, writer = await run.connect()
             writer.write(b"GET /slow HTTP/1.1\r\nHost: t\r\n\r\n")
             busy.append(reader)
-        while sum(g.busy for g in run.limiter.open) < 2:
-            await asyncio.sleep(0.01)
+        await until(lambda: sum(g.busy for g in run.limiter.open) == 2)
         assert await get(run.port, "/healthz") == (200, b"ok\n")
         status, body = await get(run.port, "/drops", Accept="application/json")
         assert status == 503
@@ -168,8 +180,7 @@ async def test_when_every_connection_is_busy_probes_still_answer_and_then_new_on
             reader, writer = await run.connect()
             writer.write(b"GET /metrics HTTP/1.1\r\nHost: t\r\n\r\n")
             busy.append(reader)
-        while sum(g.busy for g in run.limiter.open) < 2 + server.PROBE_RESERVE:
-            await asyncio.sleep(0.01)
+        await until(lambda: sum(g.busy for g in run.limiter.open) == 2 + server.PROBE_RESERVE)
         status, body = await get(run.port, "/healthz")
         assert status == 503
         assert body.startswith(b"error: too many connections")
@@ -201,5 +212,21 @@ async def test_a_malformed_request_is_a_400_and_no_error_in_the_log(caplog: pyte
         raw = await asyncio.wait_for(reader.read(), WAIT_S)
         assert raw.split(b"\r\n", 1)[0].split()[1] == b"400"
         assert b"Traceback" not in raw
+        assert await get(run.port, "/healthz") == (200, b"ok\n")
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+
+
+async def test_a_client_that_stops_reading_is_cut_off_and_its_slot_freed(caplog: pytest.LogCaptureFixture) -> None:
+    """Slow read: a large answer never read. The write deadline aborts it; the connection no longer counts."""
+    async with serving(ServerLimits(header_timeout_s=600, max_connections=4, write_timeout_s=0.5)) as run:
+        reader, writer = await run.connect()
+        writer.write(b"GET /big HTTP/1.1\r\nHost: t\r\n\r\n")
+        await until(lambda: run.limiter.write_timeouts == 1)
+        await until(lambda: not run.limiter.open)
+        got = 0
+        with contextlib.suppress(ConnectionError):
+            while chunk := await asyncio.wait_for(reader.read(1 << 20), WAIT_S):
+                got += len(chunk)
+        assert got < BIG
         assert await get(run.port, "/healthz") == (200, b"ok\n")
     assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
