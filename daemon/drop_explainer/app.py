@@ -22,7 +22,7 @@ from typing import Protocol, TypeAlias
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
-from drop_explainer.api import routes
+from drop_explainer.api import routes, server
 from drop_explainer.api.peers import Peers
 from drop_explainer.cluster import kubeapi
 from drop_explainer.cluster.enforcing import EnforcerTracker, TrackerSettings, configured_detection
@@ -234,13 +234,15 @@ async def _export_health(daemon: Daemon) -> None:
 async def _serve_api(daemon: Daemon, on_started: Callable[[Daemon], None] | None) -> None:
     ctx = routes.Context(engine=daemon.pipeline.engine, store=daemon.store, peers=daemon.peers,
                          registry=daemon.registry, ready=lambda: _ready(daemon), healthy=lambda: _healthy(daemon))
-    runner = web.AppRunner(routes.make_app(ctx), handle_signals=False, access_log=None)
+    api = routes.make_app(ctx)
+    limiter = server.guarded(api, daemon.settings.api)
+    runner = web.AppRunner(api, handle_signals=False, access_log=None)
     await runner.setup()
     try:
-        site = web.TCPSite(runner, daemon.settings.listen, daemon.settings.port)
+        site = server.GuardedSite(runner, daemon.settings.listen, daemon.settings.port, limiter(runner))
+        daemon.registry.register(site.limiter)
         await site.start()
-        sockets = getattr(site._server, "sockets", None) or []
-        daemon.port = sockets[0].getsockname()[1] if sockets else daemon.settings.port
+        daemon.port = site.bound_port
         log.info("api_listening", extra={"address": daemon.settings.listen, "port": daemon.port})
         if on_started is not None:
             on_started(daemon)

@@ -13,6 +13,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from drop_explainer.api.server import ServerLimits
 from drop_explainer.cluster import enforcer
 from drop_explainer.sources import antrea, calico
 from drop_explainer.sources.channels import TlsSettings
@@ -85,6 +86,10 @@ OPTIONS: tuple[Option, ...] = (
     Option("kube-context", "", "Kubeconfig context to use."),
     Option("listen", "0.0.0.0", "Address of the HTTP API and /metrics."),
     Option("port", 8080, "Port of the HTTP API and /metrics.", int),
+    Option("api-header-timeout", 10.0, "Seconds for a request's headers to arrive (slow clients are cut off).",
+           float),
+    Option("api-max-connections", 256, "Open API connections at most; over it the longest-idle one is closed.",
+           int),
     Option("store-path", "/var/lib/drop-explainer/drops.db", "SQLite file of the drop history (:memory: for none)."),
     Option("store-max-per-pod", 200, "Drop signatures kept per affected pod.", int),
     Option("store-max-total", 20000, "Drop signatures kept in total.", int),
@@ -144,6 +149,8 @@ class Settings:
     policy_enforcer: str = ""
     """Configured enforcer name; empty = detect it from the cluster (cluster/enforcer.py)."""
     not_enforced_events: bool = True
+    api: ServerLimits = field(default_factory=ServerLimits)
+    """The HTTP server's header deadline and connection cap (api/server.py)."""
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -202,6 +209,9 @@ def from_args(args: argparse.Namespace, env: Mapping[str, str] | None = None) ->
         raise SettingsError(f"--mode: expected daemonset or single, got {v['mode']!r}")
     if not 0 <= v["port"] < 65536:  # 0: any free port (tests)
         raise SettingsError(f"--port: {v['port']} is not a port")
+    if not 0 < v["api_header_timeout"] <= 3600 or v["api_max_connections"] < 1:  # `not`: nan is refused too
+        raise SettingsError("--api-header-timeout: expected seconds above 0, at most 3600; "
+                            "--api-max-connections: at least 1")
     tls = _tls(v, "hubble")
     if v["hubble_transport"] not in ("h2", "grpcio"):
         raise SettingsError(f"--hubble-transport: expected h2 or grpcio, got {v['hubble_transport']!r}")
@@ -234,6 +244,7 @@ def from_args(args: argparse.Namespace, env: Mapping[str, str] | None = None) ->
             namespaces=tuple(v["antrea_namespaces"]), initial_history=v["antrea_initial_history"]),
         policy_enforcer=v["policy_enforcer"],
         not_enforced_events=v["not_enforced_events"],
+        api=ServerLimits(v["api_header_timeout"], v["api_max_connections"]),
     )
 
 

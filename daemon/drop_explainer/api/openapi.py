@@ -6,111 +6,199 @@ and every described parameter is accepted, so clients can rely on it.
 
 from __future__ import annotations
 
+import json
+from importlib import resources
 from typing import Any
 
 from drop_explainer import __version__
-from drop_explainer.api.params import DEFAULT_LIMIT, MAX_LIMIT
+from drop_explainer.api.params import (
+    DEFAULT_LIMIT,
+    MAX_LIMIT,
+    MAX_PORT,
+    MAX_VALUE_CHARS,
+    PROTOCOL_PATTERN,
+    TIME_FORMS,
+    WHATIF_END_CHARS,
+)
 from drop_explainer.explain.traps import TITLES
 
+PARAMETERS_NOTE = ("Parameters not listed for a route, and a parameter given twice, are refused with 400 "
+                   "(a typo must not silently widen the answer).")
 
-def _param(name: str, where: str, description: str, schema: dict[str, Any], required: bool = False) -> dict[str, Any]:
-    return {"name": name, "in": where, "description": description, "required": required or where == "path",
-            "schema": schema}
+
+WHATIF_END = {"type": "string", "minLength": 1, "maxLength": WHATIF_END_CHARS}
+
+
+def _param(name: str, where: str, description: str, schema: dict[str, Any], required: bool = False, *,
+           example: Any = None) -> dict[str, Any]:
+    out = {"name": name, "in": where, "description": description, "required": required or where == "path",
+           "schema": schema}
+    if example is not None:
+        out["example"] = example
+    return out
 
 
 _STR = {"type": "string"}
+# The lengths are in the patterns too, so that NAMESPACE/NAME is stated exactly.
+_LABEL = r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?"
+_SUBDOMAIN = r"[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?"
+NAMESPACE_SCHEMA = {"type": "string", "pattern": f"^{_LABEL}$", "minLength": 1, "maxLength": 63}
+NAME_SCHEMA = {"type": "string", "pattern": f"^{_SUBDOMAIN}$", "minLength": 1, "maxLength": 253}
+_FRAC = r"(\.[0-9]{1,9})?"
+TIME_SCHEMA = {
+    "type": "string", "minLength": 1, "maxLength": MAX_VALUE_CHARS,
+    # The three forms params.time_ns reads; a value matching this can still be refused when it names no
+    # calendar date (02-30) or lies outside int64 nanoseconds (years 1677 to 2262).
+    "pattern": (f"^([0-9]{{1,20}}{_FRAC}[smhd]|[0-9]{{1,11}}{_FRAC}|[0-9]{{4}}-[0-9]{{2}}-[0-9]{{2}}[Tt ]"
+                f"[0-9]{{2}}:[0-9]{{2}}:[0-9]{{2}}{_FRAC}([Zz]|[+-][0-9]{{2}}:[0-9]{{2}}))$"),
+}
 FORMAT = _param("format", "query", "json or text (default: text, or JSON when Accept: application/json).",
-                {"enum": ["json", "text"]})
+                {"type": "string", "enum": ["json", "text"]})
 SCOPE = _param("scope", "query", "local: only this instance's drops; cluster (default): ask the instance "
-               "holding them, or all instances.", {"enum": ["local", "cluster"]})
+               "holding them, or all instances.", {"type": "string", "enum": ["local", "cluster"]})
 FILTERS = [
-    _param("since", "query", "RFC 3339 time, epoch seconds, or a duration ago (30s, 15m, 2h, 7d).", _STR),
-    _param("until", "query", "Same forms as since.", _STR),
-    _param("direction", "query", "Only drops in this direction.", {"enum": ["ingress", "egress"]}),
-    _param("policy", "query", "Only drops decided by this policy, NAMESPACE/NAME.", _STR),
-    _param("trap", "query", "Only drops showing this trap.", {"enum": sorted(TITLES)}),
-    _param("limit", "query", f"At most this many kinds of drop (default {DEFAULT_LIMIT}).",
-           {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT}),
+    _param("since", "query", f"Only drops seen at or after this time: {TIME_FORMS}. Epoch seconds of 12 digits or "
+           "more look like milliseconds (or finer) and are refused, saying so.", TIME_SCHEMA, example="15m"),
+    _param("until", "query", "Only drops seen at or before this time; same forms as since, not before it.",
+           TIME_SCHEMA),
+    _param("direction", "query", "Only drops in this direction.", {"type": "string", "enum": ["ingress", "egress"]}),
+    _param("policy", "query", "Only drops decided by this policy, NAMESPACE/NAME.",
+           {"type": "string", "pattern": f"^{_LABEL}/{_SUBDOMAIN}$", "maxLength": 63 + 1 + 253},
+           example="backend/default-deny"),
+    _param("trap", "query", "Only drops showing this trap.", {"type": "string", "enum": sorted(TITLES)}),
+    _param("limit", "query", f"At most this many kinds of drop (default {DEFAULT_LIMIT}); above {MAX_LIMIT} is "
+           "refused with 400, not clamped.", {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT}),
     FORMAT, SCOPE,
 ]
-NS = _param("namespace", "path", "Namespace.", _STR)
-POD = _param("pod", "path", "Pod name.", _STR)
+NS = _param("namespace", "path", "Namespace.", NAMESPACE_SCHEMA, example="backend")
+POD = _param("pod", "path", "Pod name.", NAME_SCHEMA, example="pod-b")
 
 _DROP = {
     "type": "object",
     "required": ["id", "signature", "flows", "connections", "first_seen", "last_seen", "nodes", "explanation"],
     "properties": {
-        "id": {"type": "string", "description": "Stable id of the drop signature."},
+        "id": {"type": "string", "pattern": "^[0-9a-f]{16}$", "description": "Stable id of the drop signature."},
         "signature": {"type": "object", "properties": {
             "source_workload": _STR, "destination": _STR, "port": {"type": "integer"}, "protocol": _STR,
             "direction": _STR, "policies": {"type": "array", "items": _STR},
             "traps": {"type": "array", "items": _STR}}},
-        "flows": {"type": "integer"}, "connections": {"type": "integer"},
+        "flows": {"type": "integer", "minimum": 0}, "connections": {"type": "integer", "minimum": 0},
         "first_seen": {"type": "string", "format": "date-time"}, "last_seen": {"type": "string", "format": "date-time"},
         "nodes": {"type": "array", "items": _STR},
         "reported_by": _STR,
-        "window": {"type": "object", "description": "Counts inside since..until, when asked."},
-        "explanation": {"$ref": "https://drop-explainer.dev/schemas/explanation.schema.json"},
+        "window": {"type": "object", "description": "Counts inside since..until, when asked.",
+                   "properties": {"flows": {"type": "integer"}, "connections": {"type": "integer"}}},
+        "explanation": {"$ref": "#/components/schemas/Explanation"},
         "explanation_text": _STR,
-        "samples": {"type": "array", "items": {"$ref": "https://drop-explainer.dev/schemas/flow.schema.json"}},
+        "samples": {"type": "array", "items": {"$ref": "#/components/schemas/Flow"}},
     },
 }
 _LIST = {"type": "object", "required": ["drops", "nodes_missing"], "properties": {
     "drops": {"type": "array", "items": {"$ref": "#/components/schemas/Drop"}},
     "nodes_missing": {"type": "array", "items": _STR, "description": "Instances that did not answer in time."}}}
-_ERROR = {"type": "object", "required": ["error"], "properties": {"error": _STR, "candidates": {"type": "array"}}}
+_ERROR = {"type": "object", "required": ["error"], "properties": {
+    "error": {"type": "string", "minLength": 1, "description": "What was wrong, in words."},
+    "candidates": {"type": "array", "items": _STR, "description": "With 409: the namespaces holding the name."}}}
+ERRORS = {400: "Invalid input; the reason is given.", 404: "Not found (also: a path no route matches).",
+          409: "Ambiguous pod name; candidates are listed.", 500: "Internal error; the daemon's log has the details.",
+          502: "The instance holding the answer did not answer."}
+_TEXT = {"text/plain": {"schema": _STR}}
 
 
 def _answers(schema: str, *codes: int) -> dict[str, Any]:
     out: dict[str, Any] = {"200": {"description": "OK", "content": {
-        "application/json": {"schema": {"$ref": f"#/components/schemas/{schema}"}},
-        "text/plain": {"schema": _STR}}}}
-    for code in codes:
-        out[str(code)] = {"description": {400: "Invalid input; the reason is given.", 404: "Not found.",
-                                          409: "Ambiguous pod name; candidates are listed.",
-                                          502: "The instance holding the answer did not answer."}[code],
-                          "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
+        "application/json": {"schema": {"$ref": f"#/components/schemas/{schema}"}}, **_TEXT}}}
+    for code in sorted({*codes, 400, 404, 500}):
+        out[str(code)] = {"$ref": f"#/components/responses/E{code}"}
     return out
 
 
 def _get(summary: str, parameters: list[dict[str, Any]], schema: str, *codes: int) -> dict[str, Any]:
-    return {"get": {"summary": summary, "parameters": parameters, "responses": _answers(schema, *codes)}}
+    return {"get": {"summary": summary, "description": PARAMETERS_NOTE, "parameters": parameters,
+                    "responses": _answers(schema, *codes)}}
+
+
+def _probe(summary: str, ok: str, bad: str | None) -> dict[str, Any]:
+    out: dict[str, Any] = {"200": {"description": ok, "content": _TEXT}}
+    if bad is not None:
+        out["503"] = {"description": bad, "content": _TEXT}
+    out |= {"404": {"$ref": "#/components/responses/E404"}, "500": {"$ref": "#/components/responses/E500"}}
+    return {"get": {"summary": summary, "responses": out}}
+
+
+def _embedded() -> dict[str, Any]:
+    """The JSON Schemas of schemas/ as components, their references rewritten to point inside this document.
+
+    A reference to https://drop-explainer.dev/... resolves nowhere (no such
+    site is served), so nothing in the document may point outside it.
+    """
+    files = {"explanation.schema.json": "Explanation", "flow.schema.json": "Flow",
+             "whatif-result.schema.json": "WhatIfResult"}
+    out: dict[str, Any] = {}
+
+    def rewrite(node: Any, prefix: str) -> Any:
+        if isinstance(node, dict):
+            ref = node.get("$ref")
+            done = {k: rewrite(v, prefix) for k, v in node.items() if k not in ("$schema", "$id", "$defs")}
+            if isinstance(ref, str):
+                target, _, pointer = ref.rpartition("#") if "#" in ref else (ref, "", "")
+                base = files[target.rsplit("/", 1)[-1]] if target else prefix
+                name = pointer.removeprefix("/$defs/")
+                done["$ref"] = f"#/components/schemas/{base}{'.' + name if name else ''}"
+            return done
+        if isinstance(node, list):
+            return [rewrite(v, prefix) for v in node]
+        return node
+
+    for file, prefix in files.items():
+        schema = json.loads((resources.files("drop_explainer") / "schemas" / file).read_text())
+        out[prefix] = rewrite(schema, prefix)
+        for name, sub in schema.get("$defs", {}).items():
+            out[f"{prefix}.{name}"] = rewrite(sub, prefix)
+    return out
 
 
 def document() -> dict[str, Any]:
     return {
         "openapi": "3.1.0",
         "info": {"title": "drop-explainer", "version": __version__,
-                 "description": "Why was this packet dropped? Explanations of NetworkPolicy drops."},
+                 "description": "Why was this packet dropped? Explanations of NetworkPolicy drops. Every error "
+                                "is {\"error\": reason} as JSON when JSON was asked (Accept: application/json or "
+                                "?format=json), text otherwise."},
         "paths": {
             "/pods/{pod}/drops": _get("Drops of a pod found by name in one namespace", [
-                POD, _param("namespace", "query", "Namespace, when the name exists in several.", _STR), *FILTERS],
-                "DropList", 400, 404, 409, 502),
+                POD, _param("namespace", "query", "Namespace, when the name exists in several.", NAMESPACE_SCHEMA),
+                *FILTERS], "DropList", 409, 502),
             "/namespaces/{namespace}/pods/{pod}/drops": _get("Drops of one pod", [NS, POD, *FILTERS], "DropList",
-                                                             400, 502),
-            "/namespaces/{namespace}/drops": _get("Drops of the pods of a namespace", [NS, *FILTERS], "DropList", 400),
-            "/drops": _get("Drops in the cluster", FILTERS, "DropList", 400),
-            "/drops/{id}": _get("One drop with sample flows", [_param("id", "path", "Drop id.", _STR), FORMAT, SCOPE],
-                                "Drop", 400, 404),
+                                                             502),
+            "/namespaces/{namespace}/drops": _get("Drops of the pods of a namespace", [NS, *FILTERS], "DropList"),
+            "/drops": _get("Drops in the cluster", FILTERS, "DropList"),
+            "/drops/{id}": _get("One drop with sample flows", [
+                _param("id", "path", "Drop id.", {"type": "string", "pattern": "^[0-9a-f]{16}$"},
+                       example="0123456789abcdef"), FORMAT, SCOPE], "Drop"),
             "/policies/{namespace}/{name}/drops": _get("Drops decided by one policy", [
-                NS, _param("name", "path", "Policy name.", _STR), *[f for f in FILTERS if f["name"] != "policy"]],
-                "DropList", 400),
+                NS, _param("name", "path", "Policy name.", NAME_SCHEMA, example="default-deny"),
+                *[f for f in FILTERS if f["name"] != "policy"]], "DropList"),
             "/whatif": _get("Would this connection be allowed, and why", [
-                _param("from", "query", "NAMESPACE/POD or an IP address.", _STR, True),
-                _param("to", "query", "NAMESPACE/POD or an IP address.", _STR, True),
-                _param("port", "query", "Destination port (the pod's port).", {"type": "integer"}, True),
-                _param("protocol", "query", "TCP (default), UDP or SCTP.", {"enum": ["TCP", "UDP", "SCTP"]}),
-                FORMAT], "WhatIf", 400),
-            "/healthz": {"get": {"summary": "Liveness: 503 when a watch or the flow source is stalled",
-                                 "responses": {"200": {"description": "healthy"}, "503": {"description": "stalled"}}}},
-            "/readyz": {"get": {"summary": "Readiness: 503 until every kind of object has synced once",
-                                "responses": {"200": {"description": "ready"}, "503": {"description": "syncing"}}}},
-            "/metrics": {"get": {"summary": "Prometheus metrics",
-                                 "responses": {"200": {"description": "text exposition format"}}}},
-            "/openapi.json": {"get": {"summary": "This document", "responses": {"200": {"description": "OpenAPI"}}}},
+                _param("from", "query", "NAMESPACE/POD or an IP address.", WHATIF_END, True, example="frontend/pod-a"),
+                _param("to", "query", "NAMESPACE/POD or an IP address.", WHATIF_END, True, example="backend/pod-b"),
+                _param("port", "query", "Destination port (the pod's port).",
+                       {"type": "integer", "minimum": 1, "maximum": MAX_PORT}, True, example=8080),
+                _param("protocol", "query", "TCP (default), UDP or SCTP, in any letter case.",
+                       {"type": "string", "pattern": PROTOCOL_PATTERN}),
+                FORMAT], "WhatIfResult.verdict"),
+            "/healthz": _probe("Liveness: 503 when a watch, the flow source or the store is failing", "healthy",
+                               "unhealthy; the reason is given"),
+            "/readyz": _probe("Readiness: 503 until every kind of object has synced once", "ready", "syncing"),
+            "/metrics": _probe("Prometheus metrics (text exposition format)", "the metrics", None),
+            "/openapi.json": {"get": {"summary": "This document", "responses": {
+                "200": {"description": "OpenAPI 3.1", "content": {"application/json": {"schema": {"type": "object"}}}},
+                "404": {"$ref": "#/components/responses/E404"}, "500": {"$ref": "#/components/responses/E500"}}}},
         },
-        "components": {"schemas": {
-            "Drop": _DROP, "DropList": _LIST, "Error": _ERROR,
-            "WhatIf": {"type": "object", "required": ["allowed", "ingress", "egress", "explanation"]},
-        }},
+        "components": {
+            "schemas": {"Drop": _DROP, "DropList": _LIST, "Error": _ERROR, **_embedded()},
+            "responses": {f"E{code}": {"description": why, "content": {
+                "application/json": {"schema": {"$ref": "#/components/schemas/Error"}}, **_TEXT}}
+                for code, why in ERRORS.items()},
+        },
     }

@@ -8,7 +8,9 @@ questions fan out to every instance.
 
 from __future__ import annotations
 
+import asyncio
 import json
+import logging
 import re
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -27,7 +29,8 @@ from drop_explainer.explain import enforcement, explaining, rendering
 from drop_explainer.policy import queries
 from drop_explainer.policy.engine import Engine
 
-_ID = re.compile(r"^[0-9a-f]{16}$")
+_ID = re.compile(r"[0-9a-f]{16}")
+log = logging.getLogger(__name__)
 
 
 class DropQuery(Protocol):
@@ -69,10 +72,7 @@ def _respond(request: web.Request, data: Any, text: Callable[[], str], status: i
 
 
 def _local(request: web.Request) -> bool:
-    scope = request.query.get("scope", "cluster")
-    if scope not in ("local", "cluster"):
-        raise BadRequest(f"scope={scope!r}: expected local or cluster")
-    return scope == "local" or not _ctx(request).peers.distributed
+    return params.scope(request.query) == "local" or not _ctx(request).peers.distributed
 
 
 def _query_store(ctx: Context, f: DropFilter) -> list[dict[str, Any]]:
@@ -115,15 +115,18 @@ async def _drops(request: web.Request, title: str, f: DropFilter, *, node: str |
 
 
 def _error(request: web.Request, status: int, reason: str, **more: Any) -> web.Response:
+    return error_response(request, status, reason, **more)
+
+
+def error_response(request: web.BaseRequest, status: int, reason: str, *, headers: Mapping[str, str] | None = None,
+                   **more: Any) -> web.Response:
+    """The one shape of every error: {"error": reason, ...} as JSON when JSON was asked, else text."""
     data = {"error": reason, **more}
-    try:
-        as_json = params.wants_json(request.query, request.headers.get("Accept", ""))
-    except BadRequest:
-        as_json = False
-    if as_json:
-        return web.json_response(data, status=status)
+    if params.answers_json(request.query, request.headers.get("Accept", "")):
+        return web.json_response(data, status=status, headers=headers)
     extra = "".join(f"{k}: {', '.join(v) if isinstance(v, list) else v}\n" for k, v in more.items())
-    return web.Response(text=f"error: {reason}\n{extra}", status=status, content_type="text/plain")
+    return web.Response(text=f"error: {reason}\n{extra}", status=status, content_type="text/plain",
+                        charset="utf-8", headers=headers)
 
 
 def _pod_namespaces(ctx: Context, name: str) -> list[str]:
@@ -182,14 +185,15 @@ async def policy_drops(request: web.Request) -> web.Response:
 async def drop_by_id(request: web.Request) -> web.Response:
     ctx = _ctx(request)
     drop_id = request.match_info["id"]
-    if not _ID.match(drop_id):
-        raise BadRequest(f"drop id {drop_id!r}: expected 16 hex digits")
+    if not _ID.fullmatch(drop_id):
+        raise BadRequest(f"drop id {drop_id[:64]!r}: expected 16 hex digits")
     params.check_known(request.query, set())
+    local = _local(request)
     record = ctx.store.get(drop_id)
     if record is not None:
         data = render.drop_json(record, samples=record.samples, node=ctx.peers.node_name)
         return _respond(request, data, lambda: render.drop_text(data))
-    if not _local(request):
+    if not local:
         out = await ctx.peers.fan_out(_session(ctx), request.path, {})
         if out.answers:
             found: dict[str, Any] = next(iter(out.answers.values()))
@@ -200,9 +204,9 @@ async def drop_by_id(request: web.Request) -> web.Response:
 
 
 async def whatif(request: web.Request) -> web.Response:
-    params.check_known(request.query, {"from", "to", "port", "protocol"})
+    asked = params.whatif_query(request.query)
     try:
-        query = queries.parse_query({k: v for k, v in request.query.items() if k not in params.COMMON})
+        query = queries.parse_query(asked)
         engine = _ctx(request).engine()
         conn = queries.connection(engine.state, query)
     except queries.BadQuery as exc:
@@ -235,11 +239,29 @@ async def openapi(request: web.Request) -> web.Response:
 @web.middleware
 async def errors(request: web.Request,
                  handler: Callable[[web.Request], Awaitable[web.StreamResponse]]) -> web.StreamResponse:
-    """Bad input is a 400 with its reason; nothing a caller sends turns into a 500."""
+    """Every error in the one documented shape, JSON when JSON was asked; never a traceback to the caller.
+
+    Bad input is a 400 with its reason. aiohttp's own answers (404 for an
+    unknown path, 405 for a method other than GET, with its Allow header) get
+    the same shape; anything unexpected is logged with its traceback here and
+    the caller gets a 500 that says only that.
+    """
     try:
         return await handler(request)
     except BadRequest as exc:
         return _error(request, 400, str(exc))
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        kept = {k: exc.headers[k] for k in ("Allow", "Retry-After") if k in exc.headers}
+        reason = {404: f"no such path {request.path[:200]!r}; see /openapi.json",
+                  405: f"method {request.method} not allowed here; use GET"}.get(exc.status, exc.reason)
+        return error_response(request, exc.status, reason, headers=kept)
+    except asyncio.CancelledError:
+        raise
+    except Exception:
+        log.exception("api_internal_error", extra={"path": request.path[:200], "method": request.method})
+        return error_response(request, 500, "internal error; the daemon's log has the details")
 
 
 ROUTES: Mapping[str, Callable[[web.Request], Awaitable[web.Response]]] = {
