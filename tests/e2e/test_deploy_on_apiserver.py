@@ -310,7 +310,7 @@ def daemon_settings(server: KubeApiServer, hubble_target: str, node: str) -> Set
     args = cli.build_parser().parse_args([
         "run", "--listen", "127.0.0.1", "--port", "0", "--mode", "daemonset", "--node-name", node,
         "--kubeconfig", str(server.daemon_kubeconfig), "--events", "true", "--hubble-target", hubble_target,
-        "--store-path", ":memory:"])
+        "--store-path", ":memory:", "--auth", "none"])
     return from_args(args, env={})
 
 
