@@ -84,7 +84,7 @@ class Access:
         return out
 
 
-REQUEST_KEY = "drop_explainer.access"
+REQUEST_KEY = web.RequestKey("access", Access)
 
 
 def access_of(request: web.Request) -> Access:
