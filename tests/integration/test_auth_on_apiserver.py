@@ -43,10 +43,14 @@ CROSS = ("frontend/pod-a", "backend/pod-b")
 PROBE = ("172.18.0.12", "backend/pod-b")
 
 
+def _shipped_rbac() -> list[dict[str, Any]]:
+    return list(yaml.safe_load_all((REPO / "deploy/base/rbac.yaml").read_text()))
+
+
 def _apply_cluster_rbac(api: ApiClient) -> None:
     """deploy/base/rbac.yaml as shipped: the daemon's ClusterRole and binding, and the two reader roles."""
     rbac = client.RbacAuthorizationV1Api(api)
-    for doc in yaml.safe_load_all((REPO / "deploy/base/rbac.yaml").read_text()):
+    for doc in _shipped_rbac():
         create, replace = {"ClusterRole": (rbac.create_cluster_role, rbac.replace_cluster_role),
                            "ClusterRoleBinding": (rbac.create_cluster_role_binding,
                                                   rbac.replace_cluster_role_binding)}[doc["kind"]]
@@ -67,7 +71,7 @@ def _token(core: client.CoreV1Api, namespace: str, name: str) -> str:
 class Callers:
     def __init__(self, api: ApiClient, tag: str) -> None:
         core, rbac = client.CoreV1Api(api), client.RbacAuthorizationV1Api(api)
-        self.rbac = rbac
+        self.rbac, self.tag = rbac, tag
         for ns in (DAEMON_NAMESPACE, "frontend", "backend"):
             kubelet.ensure_namespace(core, ns)
         self.reader_name, self.team_name = f"reader-{tag}", f"team-{tag}"
@@ -92,6 +96,17 @@ class Callers:
             "subjects": [{"kind": "ServiceAccount", "name": account, "namespace": "frontend"}]})
         return name
 
+    def remove(self) -> None:
+        """Take back every grant made here: other tests expect the daemon's identity to have none."""
+        for role in ("drop-explainer-reader", "drop-explainer-metrics-reader"):
+            with contextlib.suppress(ApiException):
+                self.rbac.delete_cluster_role_binding(f"{role}-{self.tag}")
+        for doc in _shipped_rbac():
+            delete = {"ClusterRole": self.rbac.delete_cluster_role,
+                      "ClusterRoleBinding": self.rbac.delete_cluster_role_binding}[doc["kind"]]
+            with contextlib.suppress(ApiException):
+                delete(doc["metadata"]["name"])
+
     def new_team(self) -> tuple[str, str]:
         """Another frontend-only account: (its token, its RoleBinding's name)."""
         account = f"team-{uuid.uuid4().hex[:6]}"
@@ -103,7 +118,11 @@ def callers(kube_apiserver: KubeApiServer) -> Iterator[Callers]:
     api = kube_apiserver.admin_api_client()
     try:
         _apply_cluster_rbac(api)
-        yield Callers(api, uuid.uuid4().hex[:6])
+        made = Callers(api, uuid.uuid4().hex[:6])
+        try:
+            yield made
+        finally:
+            made.remove()
     finally:
         kube_apiserver.close_api_client(api)
 
