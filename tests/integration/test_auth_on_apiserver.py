@@ -221,6 +221,12 @@ async def test_reader_team_and_nobody_see_everything_their_namespace_and_nothing
 
         status, body = await ask(d.port, "/namespaces/backend/drops", callers.team)
         assert status == 403, body
+        for path in ("/policies/backend/default-deny/drops", "/drops?policy=backend/default-deny"):
+            status, body = await ask(d.port, path, callers.team)
+            assert status == 403, (path, body)  # no oracle of which drops backend's policy decides
+            status, body = await ask(d.port, path, callers.reader)
+            assert status == 200, (path, body)
+            assert len(body["drops"]) == 2
         status, body = await ask(d.port, "/namespaces/frontend/drops", callers.team)
         assert status == 200
         assert body["drops"] == [], "frontend's own pods had no drops"

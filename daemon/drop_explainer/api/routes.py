@@ -119,10 +119,12 @@ async def _drops(request: web.Request, title: str, f: DropFilter, *, node: str |
     query = {k: v for k, v in request.query.items() if k not in ("scope", "format")}
     missing: list[str] = []
     allowed: frozenset[str] | None = None
-    if f.namespace is not None:
-        if not await access.may(f.namespace):
-            return _error(request, 403, f"you may not see drops in namespace {f.namespace}")
-    else:
+    if f.namespace is not None and not await access.may(f.namespace):
+        return _error(request, 403, f"you may not see drops in namespace {f.namespace}")
+    if f.policy is not None and not await access.may(f.policy.partition("/")[0]):
+        # Else filtering by a policy's name would tell which drops another namespace's policy decides.
+        return _error(request, 403, f"you may not see policies of namespace {f.policy.partition('/')[0]}")
+    if f.namespace is None:
         allowed = await access.visible(ctx.engine().state.namespaces)
         if allowed is not None and not allowed:
             return _error(request, 403, "you may not see drops in any namespace")
