@@ -23,7 +23,7 @@ from typing import Any
 
 _NAMESPACE = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 WHY = ("you may not see drops in {ns}: its labels, addresses, policies, rule details and fixes are withheld "
-       "(an admin can grant {verb} on {resource} there)")
+       "(an admin can grant it there, e.g. with a RoleBinding to drop-explainer-reader)")
 
 
 def end_namespace(subject: Mapping[str, Any] | None, name: str) -> str:
@@ -89,8 +89,7 @@ def explanation(e: Mapping[str, Any], src_ns: str, dst_ns: str, masked: list[str
         "traps": [{"id": t.get("id"), "title": t.get("title")} for t in e.get("traps") or ()],
         "fixes": [],
         "notes": [],
-        "withheld": {"namespaces": masked, "reason": WHY.format(ns=", ".join(masked), verb="get",
-                                                                resource="drops")},
+        "withheld": {"namespaces": masked, "reason": WHY.format(ns=", ".join(masked))},
     }
     closest = e.get("closest")
     if isinstance(closest, Mapping) and closest.get("namespace") not in masked:
