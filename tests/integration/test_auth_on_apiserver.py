@@ -62,9 +62,10 @@ def _apply_cluster_rbac(api: ApiClient) -> None:
             replace(doc["metadata"]["name"], doc)
 
 
-def _token(core: client.CoreV1Api, namespace: str, name: str) -> str:
+def _token(core: client.CoreV1Api, namespace: str, name: str, audiences: list[str] | None = None) -> str:
     kubelet.ensure_service_account(core, namespace, name)
-    req = client.AuthenticationV1TokenRequest(spec=client.V1TokenRequestSpec(audiences=[], expiration_seconds=3600))
+    req = client.AuthenticationV1TokenRequest(spec=client.V1TokenRequestSpec(audiences=audiences or [],
+                                                                            expiration_seconds=3600))
     return str(core.create_namespaced_service_account_token(name, namespace, req).status.token)
 
 
@@ -296,6 +297,17 @@ async def test_a_revoked_binding_takes_effect_after_the_cache_time(
         assert await eventually(revoked, timeout=60), "the revoked binding never took effect"
         status, _body = await ask(d.port, "/drops", callers.reader)
         assert status == 200, "the reader is untouched"
+
+
+async def test_a_token_for_another_audience_is_refused(
+        kube_apiserver: KubeApiServer, callers: Callers, flows_all: Path) -> None:
+    """--auth-audiences drop-explainer: the API server's own audience is not enough, a token made for us is."""
+    ours = _token(callers.core, DAEMON_NAMESPACE, callers.reader_name, ["drop-explainer"])
+    async with daemon(kube_apiserver, flows_all, "--auth-audiences", "drop-explainer") as d:
+        status, body = await ask(d.port, "/drops", callers.reader)
+        assert status == 401, body
+        status, body = await ask(d.port, "/drops", ours)
+        assert status == 200, body
 
 
 @contextlib.contextmanager
