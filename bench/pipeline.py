@@ -383,7 +383,7 @@ def prefill(path: str, state: ClusterState, denied: Sequence[Denied], start_ns: 
 
 def daemon_settings(*argv: str) -> Settings:
     args = cli.build_parser().parse_args(["run", "--listen", "127.0.0.1", "--port", "0", "--events", "false",
-                                          "--mode", "single", *argv])
+                                          "--mode", "single", "--auth", "none", *argv])
     return from_args(args, env={})
 
 
@@ -1006,7 +1006,7 @@ def bench_rss(state: ClusterState, pool: DeniedPool, args: argparse.Namespace, t
     port = free_port()
     cmd = [sys.executable, "-m", "drop_explainer.cli", "run", "--state", str(state_dir), "--source", "replay",
            "--replay-file", str(replay), "--store-path", store_path, "--port", str(port), "--listen", "127.0.0.1",
-           "--events", "false", "--mode", "single", "--log-format", "json", "--log-level", "warning"]
+           "--events", "false", "--mode", "single", "--auth", "none", "--log-format", "json", "--log-level", "warning"]
     note(f"rss: daemon subprocess explaining {explained:,} replayed drops into a store of {len(stored):,}")
     stderr = (tmp / "rss-daemon.log").open("w")
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=stderr)  # inherits the daemon core

@@ -19,7 +19,7 @@ from drop_explainer.settings import Settings, from_args
 def run_settings(*argv: str) -> Settings:
     """`drop-explainer run` settings on a free loopback port; later flags override these defaults."""
     args = cli.build_parser().parse_args(["run", "--listen", "127.0.0.1", "--port", "0", "--events", "false",
-                                          "--mode", "single", *argv])
+                                          "--mode", "single", "--auth", "none", *argv])
     return from_args(args, env={})
 
 

@@ -22,7 +22,7 @@ from typing import Protocol, TypeAlias
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
-from drop_explainer.api import routes, server
+from drop_explainer.api import auth, guard, routes, server
 from drop_explainer.api.peers import Peers
 from drop_explainer.cluster import kubeapi
 from drop_explainer.cluster.enforcing import EnforcerTracker, TrackerSettings, configured_detection
@@ -67,6 +67,9 @@ class Daemon:
     events: EventSink | None = None
     port: int | None = None
     enforcer: EnforcerTracker | None = None
+    reviewer: auth.Reviewer | None = None
+    """TokenReview/SubjectAccessReview for the API (--auth kubernetes); None with --auth none."""
+    client: kubeapi.Client | None = None
 
 
 class ReplaySource:
@@ -233,7 +236,10 @@ async def _export_health(daemon: Daemon) -> None:
 
 async def _serve_api(daemon: Daemon, on_started: Callable[[Daemon], None] | None) -> None:
     ctx = routes.Context(engine=daemon.pipeline.engine, store=daemon.store, peers=daemon.peers,
-                         registry=daemon.registry, ready=lambda: _ready(daemon), healthy=lambda: _healthy(daemon))
+                         registry=daemon.registry, ready=lambda: _ready(daemon), healthy=lambda: _healthy(daemon),
+                         guard=guard.middleware(daemon.reviewer, daemon.settings.auth)
+                         if daemon.reviewer is not None else None,
+                         own_headers=daemon.client.endpoint.headers if daemon.client is not None else None)
     api = routes.make_app(ctx)
     limiter = server.guarded(api, daemon.settings.api)
     runner = web.AppRunner(api, handle_signals=False, access_log=None)
@@ -288,6 +294,20 @@ def _enforcer_tracker(settings: Settings, client: kubeapi.Client, live: LiveStat
         instance=settings.node_name or "drop-explainer"))
 
 
+async def _reviewer(settings: Settings, client: kubeapi.Client | None, registry: CollectorRegistry,
+                    stack: contextlib.AsyncExitStack) -> tuple[auth.Reviewer | None, kubeapi.Client | None]:
+    """Who checks the API's callers: the API server (--auth kubernetes, also with a saved state), or nobody."""
+    if settings.auth.mode != "kubernetes":
+        log.warning("api_unauthenticated", extra={
+            "auth": "none", "why": "--auth none: anyone who reaches the port reads every drop, label and policy"})
+        return None, client
+    if client is None:
+        endpoint = kubeapi.load_endpoint(settings.kubeconfig, settings.kube_context,
+                                         in_cluster_first=settings.kubeconfig is None)
+        client = await stack.enter_async_context(kubeapi.Client(endpoint))
+    return auth.Reviewer(client, settings.auth, registry), client
+
+
 async def serve(settings: Settings, *, state: StateSource | None = None,
                 on_started: Callable[[Daemon], None] | None = None) -> None:
     """Build every part and run until cancelled (SIGTERM) or until a part fails."""
@@ -310,9 +330,10 @@ async def serve(settings: Settings, *, state: StateSource | None = None,
             client = await stack.enter_async_context(kubeapi.Client(endpoint))
             live = LiveState(client, on_pod_deleted=lambda p: metrics.pod_deleted(p.namespace, p.name))
             state = live
+        reviewer, client = await _reviewer(settings, client, registry, stack)
         sinks: list[tuple[str, Sink]] = [("metrics", metrics)]
         events = None
-        if settings.events and client is not None:
+        if settings.events and client is not None and live is not None:
             events = EventSink(client, EventSettings(instance=settings.node_name or "drop-explainer"))
             sinks.append(("events", events))
         # The blast radius of a new drop's fix is completed by the radius sink, off the flow path.
@@ -332,7 +353,8 @@ async def serve(settings: Settings, *, state: StateSource | None = None,
         source = make_source(settings, checkpoint=store)
         if not isinstance(source, ReplaySource):
             metrics.register_source(source_name(source), source.stats)
-        daemon = Daemon(settings, registry, metrics, store, state, pipeline, peers, source, live, events)
+        daemon = Daemon(settings, registry, metrics, store, state, pipeline, peers, source, live, events,
+                        reviewer=reviewer, client=client)
         if live is not None and client is not None:
             daemon.enforcer = _enforcer_tracker(settings, client, live, registry)
         log.info("daemon_starting", extra={"source": settings.source, "node": settings.node_name,

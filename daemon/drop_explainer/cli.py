@@ -252,7 +252,12 @@ def cmd_run(args: argparse.Namespace, out: TextIO) -> int:
 
 def cmd_demo(args: argparse.Namespace, out: TextIO) -> int:
     s = _settings(args, listen="127.0.0.1", store_path=":memory:", mode="single", events="false",
-                  node_name="node-2")
+                  node_name="node-2", auth="none")
+    if s.auth.mode != "none":
+        # The demo has no API server to check tokens against.
+        raise UsageError("the demo runs with --auth none only: it has no API server for TokenReview")
+    out.write("drop-explainer demo: --auth none: no tokens are checked; anyone who reaches "
+              f"{s.listen}:{s.port} reads every answer\n")
     out.write(f"drop-explainer demo: try  curl http://localhost:{s.port}/pods/pod-b/drops\n")
     out.flush()
     return _run_async(demo.run(s, replay_every_s=args.replay_every), s.log_format, s.log_level)

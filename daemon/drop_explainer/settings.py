@@ -102,6 +102,17 @@ OPTIONS: tuple[Option, ...] = (
     Option("peer-namespace", "drop-explainer", "Namespace of the DaemonSet's pods."),
     Option("peer-selector", "app.kubernetes.io/name=drop-explainer", "Label selector of the DaemonSet's pods."),
     Option("peer-timeout", 2.0, "Seconds to wait for a peer during fan-out.", float),
+    Option("peer-max-bytes", 8 * 1024 * 1024, "Largest answer read from one peer (bytes); larger is refused.", int),
+    Option("peer-inflight-bytes", 64 * 1024 * 1024, "Bytes of peer answers held at once, all fan-outs together.",
+           int),
+    Option("auth", "kubernetes", "Who may ask: kubernetes (TokenReview + SubjectAccessReview) or none (anyone)."),
+    Option("auth-audiences", (), "Audiences a caller's token must carry (TokenReview; comma separated).", _csv),
+    Option("auth-cache-ttl", 10.0, "Seconds a TokenReview or SubjectAccessReview answer is reused.", float),
+    Option("auth-verb", "get", "Verb a caller needs in a namespace to see its drops and what-ifs."),
+    Option("auth-resource", "drops", "Resource checked with --auth-verb (a virtual one: grant it by ClusterRole)."),
+    Option("auth-group", "drop-explainer.io", "API group of --auth-resource (empty: the core group)."),
+    Option("auth-peer-user", "system:serviceaccount:drop-explainer:drop-explainer",
+           "The only identity whose requests may carry Impersonate-* headers (the daemon's own, in fan-out)."),
     Option("log-format", "auto", "json, console or auto (console on a terminal)."),
     Option("log-level", "info", "debug, info, warning or error."),
 )
@@ -124,6 +135,23 @@ class PeerSettings:
     selector: Mapping[str, str]
     port: int
     timeout_s: float
+    max_bytes: int = 8 * 1024 * 1024
+    """Largest answer read from one peer."""
+    inflight_bytes: int = 64 * 1024 * 1024
+    """Peer answer bytes held at once across all fan-outs."""
+
+
+@dataclass(frozen=True, slots=True)
+class AuthSettings:
+    """Who may ask the API what (api/auth.py, api/guard.py); mode none answers anyone."""
+
+    mode: str = "kubernetes"
+    audiences: tuple[str, ...] = ()
+    cache_ttl_s: float = 10.0
+    verb: str = "get"
+    resource: str = "drops"
+    group: str = "drop-explainer.io"
+    peer_user: str = "system:serviceaccount:drop-explainer:drop-explainer"
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,6 +179,7 @@ class Settings:
     not_enforced_events: bool = True
     api: ServerLimits = field(default_factory=ServerLimits)
     """The HTTP server's header deadline and connection cap (api/server.py)."""
+    auth: AuthSettings = field(default_factory=AuthSettings)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -212,6 +241,12 @@ def from_args(args: argparse.Namespace, env: Mapping[str, str] | None = None) ->
     if not 0 < v["api_header_timeout"] <= 3600 or v["api_max_connections"] < 1:  # `not`: nan is refused too
         raise SettingsError("--api-header-timeout: expected seconds above 0, at most 3600; "
                             "--api-max-connections: at least 1")
+    if v["auth"] not in ("kubernetes", "none"):
+        raise SettingsError(f"--auth: expected kubernetes or none, got {v['auth']!r}")
+    if v["auth_cache_ttl"] < 0:
+        raise SettingsError(f"--auth-cache-ttl: {v['auth_cache_ttl']} is negative")
+    if v["peer_max_bytes"] < 1024 or v["peer_inflight_bytes"] < v["peer_max_bytes"]:
+        raise SettingsError("--peer-max-bytes must be at least 1024 and --peer-inflight-bytes at least as large")
     tls = _tls(v, "hubble")
     if v["hubble_transport"] not in ("h2", "grpcio"):
         raise SettingsError(f"--hubble-transport: expected h2 or grpcio, got {v['hubble_transport']!r}")
@@ -234,7 +269,8 @@ def from_args(args: argparse.Namespace, env: Mapping[str, str] | None = None) ->
                             v["store_retention_hours"] * 3600),
         events=v["events"],
         peers=PeerSettings(v["mode"], _pairs(v["peers"], "--peers", "="), v["peer_namespace"],
-                           _pairs(v["peer_selector"], "--peer-selector", "="), v["port"], v["peer_timeout"]),
+                           _pairs(v["peer_selector"], "--peer-selector", "="), v["port"], v["peer_timeout"],
+                           v["peer_max_bytes"], v["peer_inflight_bytes"]),
         log_format=v["log_format"],
         log_level=v["log_level"],
         antrea=antrea.AntreaSettings(
@@ -245,6 +281,9 @@ def from_args(args: argparse.Namespace, env: Mapping[str, str] | None = None) ->
         policy_enforcer=v["policy_enforcer"],
         not_enforced_events=v["not_enforced_events"],
         api=ServerLimits(v["api_header_timeout"], v["api_max_connections"]),
+        auth=AuthSettings(mode=v["auth"], audiences=tuple(v["auth_audiences"]), cache_ttl_s=v["auth_cache_ttl"],
+                          verb=v["auth_verb"], resource=v["auth_resource"], group=v["auth_group"],
+                          peer_user=v["auth_peer_user"]),
     )
 
 

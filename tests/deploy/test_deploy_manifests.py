@@ -86,7 +86,14 @@ def test_rbac_is_read_only_on_five_kinds_and_writes_only_events(rendered: dict[s
     detection = {("apps", "daemonsets", "list"), ("apps", "deployments", "list"),
                  ("apiextensions.k8s.io", "customresourcedefinitions", "list"), ("", "configmaps", "get")}
     detection |= {("crd.antrea.io", r, "list") for r in ("tiers", "clusternetworkpolicies", "networkpolicies")}
-    assert granted == read | events | detection
+    # --auth kubernetes: TokenReview and SubjectAccessReview, questions that store nothing.
+    reviews = {("authentication.k8s.io", "tokenreviews", "create"),
+               ("authorization.k8s.io", "subjectaccessreviews", "create")}
+    assert granted == read | events | detection | reviews
+    reader = one(rendered["base"], "ClusterRole", "drop-explainer-reader")
+    assert reader["rules"] == [{"apiGroups": ["drop-explainer.io"], "resources": ["drops"], "verbs": ["get"]}]
+    metrics = one(rendered["base"], "ClusterRole", "drop-explainer-metrics-reader")
+    assert metrics["rules"] == [{"nonResourceURLs": ["/metrics"], "verbs": ["get"]}]
     (configmaps,) = [rule for rule in role["rules"] if "configmaps" in rule["resources"]]
     assert sorted(configmaps["resourceNames"]) == ["antrea-config", "cilium-config"], "never every ConfigMap"
     binding = one(rendered["base"], "ClusterRoleBinding", "drop-explainer")
@@ -137,17 +144,25 @@ def test_pods_match_the_service_and_the_peer_selector(overlay: str, rendered: di
     assert {d["metadata"].get("namespace") for d in docs if d["kind"] not in cluster_scoped} == {"drop-explainer"}
 
 def test_node_overlays_run_everywhere_with_their_sockets(rendered: dict[str, list[dict[str, Any]]]) -> None:
-    """DaemonSets tolerate every taint, know their node, and mount exactly their socket directory."""
-    expected = {"hubble-node": ("/var/run/cilium", True), "calico-node": ("/var/run/calico/flows", False)}
-    for overlay, (path, read_only) in expected.items():
+    """DaemonSets tolerate every taint, know their node, and mount exactly their socket (or socket directory).
+
+    Hubble: the socket file alone, hostPath type Socket; /var/run/cilium also holds the agent's API socket.
+    Calico: the directory, because the daemon creates the socket Felix connects to.
+    """
+    expected = {"hubble-node": ("/var/run/cilium/hubble.sock", True, "Socket"),
+                "calico-node": ("/var/run/calico/flows", False, None)}
+    for overlay, (path, read_only, kind) in expected.items():
         docs = rendered[f"overlays/{overlay}"]
         ds = one(docs, "DaemonSet")
         pod = ds["spec"]["template"]["spec"]
         assert pod["tolerations"] == [{"operator": "Exists"}]
         env = {e["name"]: e for e in _container(docs)["env"]}
         assert env["NODE_NAME"]["valueFrom"] == {"fieldRef": {"fieldPath": "spec.nodeName"}}
-        host_paths = {v["hostPath"]["path"] for v in pod["volumes"] if "hostPath" in v}
-        assert host_paths == {path, "/var/lib/drop-explainer"}
+        host_paths = {v["hostPath"]["path"]: v["hostPath"].get("type") for v in pod["volumes"] if "hostPath" in v}
+        assert set(host_paths) == {path, "/var/lib/drop-explainer"}
+        if kind is not None:
+            assert host_paths[path] == kind
+        assert not any(p.startswith("/var/run/cilium") and p != path for p in host_paths), "never the directory"
         mount = next(m for m in _container(docs)["volumeMounts"] if m["mountPath"] == path)
         assert mount.get("readOnly", False) is read_only
         namespace = one(docs, "Namespace")["metadata"]["labels"]

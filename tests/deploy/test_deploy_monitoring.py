@@ -268,10 +268,11 @@ def test_new_drop_alert_reaches_the_webhook_with_pod_and_policy(stack: Stack) ->
         assert alert["status"] == "firing"
         assert alert["annotations"]["command"] == (
             "kubectl -n drop-explainer port-forward svc/explainer 8080:80\n"
-            "curl localhost:8080/namespaces/backend/pods/pod-b/drops")
+            'curl localhost:8080/namespaces/backend/pods/pod-b/drops -H "Authorization: Bearer $TOKEN"')
         assert "backend/pod-b" in alert["annotations"]["summary"]
         assert alert["annotations"]["runbook"]
-    # the command in the page works against the daemon (the port-forward stands for the Service)
+    # the command in the page works against the daemon (the port-forward stands for the Service;
+    # the demo runs with --auth none, so the token is not checked here: test_auth_on_apiserver.py checks it)
     status, body = _get(f"http://127.0.0.1:{stack.demo}/namespaces/backend/pods/pod-b/drops")
     assert status == 200
     assert b"backend/default-deny" in body

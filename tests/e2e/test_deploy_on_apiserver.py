@@ -39,7 +39,7 @@ from drop_explainer.settings import Settings, from_args
 from drop_explainer.sinks import events
 from drop_explainer.testing.hubble_server import FakeHubbleServer
 from tests.daemon_support import eventually, http_get, running
-from tests.deploy.deploy_support import KUSTOMIZATIONS, OVERLAYS, REPO, Tools, one, render
+from tests.deploy.deploy_support import KUSTOMIZATIONS, OVERLAYS, REPO, Tools, objects, one, render
 from tests.harness import kubelet
 from tests.harness.apiserver import (
     DAEMON_GROUPS,
@@ -246,7 +246,8 @@ def only_the_shipped_rbac(api: ApiClient, kubectl: Callable[..., subprocess.Comp
     """
     rbac = client.RbacAuthorizationV1Api(api)
     ours = one(docs, "ClusterRoleBinding")["metadata"]["name"]
-    role = one(docs, "ClusterRole")["metadata"]["name"]
+    # The daemon's own role, and the reader roles it ships for callers of its API (bound to nobody).
+    roles = [d["metadata"]["name"] for d in objects(docs, "ClusterRole")]
     aside_cluster = [b for b in rbac.list_cluster_role_binding().items if _binds_daemon(b)
                      and b.metadata.name != ours
                      and (b.metadata.labels or {}).get("kubernetes.io/bootstrapping") != "rbac-defaults"]
@@ -257,14 +258,15 @@ def only_the_shipped_rbac(api: ApiClient, kubectl: Callable[..., subprocess.Comp
     for b in aside_ns:
         rbac.delete_namespaced_role_binding(b.metadata.name, b.metadata.namespace)
     try:
-        done = kubectl("apply", "-f", "-", docs=[one(docs, kind) for kind in RBAC_KINDS])
+        done = kubectl("apply", "-f", "-", docs=[d for kind in RBAC_KINDS for d in objects(docs, kind)])
         assert done.returncode == 0, f"applying the shipped RBAC failed:\n{done.stderr}"
         yield
     finally:
         with contextlib.suppress(ApiException):
             rbac.delete_cluster_role_binding(ours)
-        with contextlib.suppress(ApiException):
-            rbac.delete_cluster_role(role)
+        for role in roles:
+            with contextlib.suppress(ApiException):
+                rbac.delete_cluster_role(role)
         for b in aside_cluster:
             rbac.create_cluster_role_binding(_fresh(api, b))
         for b in aside_ns:
@@ -310,7 +312,7 @@ def daemon_settings(server: KubeApiServer, hubble_target: str, node: str) -> Set
     args = cli.build_parser().parse_args([
         "run", "--listen", "127.0.0.1", "--port", "0", "--mode", "daemonset", "--node-name", node,
         "--kubeconfig", str(server.daemon_kubeconfig), "--events", "true", "--hubble-target", hubble_target,
-        "--store-path", ":memory:"])
+        "--store-path", ":memory:", "--auth", "none"])
     return from_args(args, env={})
 
 

@@ -177,7 +177,7 @@ async def test_history_survives_a_restart_of_the_daemon(tmp_path: Path) -> None:
 
 def _daemon_cmd(*argv: str) -> list[str]:
     return [sys.executable, "-m", "drop_explainer.cli", "run", "--listen", "127.0.0.1", "--events", "false",
-            "--mode", "single", "--state", str(INCIDENT), "--log-format", "json", *argv]
+            "--mode", "single", "--auth", "none", "--state", str(INCIDENT), "--log-format", "json", *argv]
 
 
 async def test_a_kill_9_loses_nothing_that_was_committed(tmp_path: Path) -> None:

@@ -35,7 +35,8 @@ def free_port() -> int:
 
 def start_daemon(target: str, store: str, port: int) -> subprocess.Popen[bytes]:
     return subprocess.Popen([sys.executable, "-m", "drop_explainer.cli", "run", "--listen", "127.0.0.1",
-                             "--port", str(port), "--events", "false", "--mode", "single", "--state", str(STARWARS),
+                             "--port", str(port), "--events", "false", "--mode", "single", "--auth", "none",
+                             "--state", str(STARWARS),
                              "--log-format", "json", "--hubble-target", target, "--store-path", store],
                             stderr=subprocess.DEVNULL)
 

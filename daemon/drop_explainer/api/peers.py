@@ -5,6 +5,14 @@ another node goes to that node's instance; a cluster-wide question goes to
 all of them at once, with a timeout, and the answer says who was silent.
 The instances are found in the cluster state the daemon already watches
 (its own DaemonSet's pods), so discovery costs no extra API calls.
+
+Each request carries the caller (api/guard.py: our own token plus
+Impersonate-* headers), so a peer answers only what the caller may see.
+Answers are bounded in bytes: one peer's answer is read up to
+``--peer-max-bytes`` and refused beyond (that node is then reported
+missing), and all answers being read at once, over every fan-out, hold at
+most ``--peer-inflight-bytes``: a read reserves the per-peer maximum
+before it starts and waits its turn otherwise.
 """
 
 from __future__ import annotations
@@ -41,6 +49,9 @@ class Peers:
         self.settings = settings
         self.node_name = node_name
         self._state = state
+        # Each read reserves max_bytes up front: this many reads fit in the in-flight budget.
+        self._slots = asyncio.Semaphore(max(1, settings.inflight_bytes // settings.max_bytes))
+        self.refused_too_large = 0
 
     @property
     def distributed(self) -> bool:
@@ -61,7 +72,7 @@ class Peers:
         return out
 
     async def get(self, session: aiohttp.ClientSession, node: str, path: str,
-                  query: Mapping[str, str]) -> tuple[int, Any]:
+                  query: Mapping[str, str], headers: Sequence[tuple[str, str]] = ()) -> tuple[int, Any]:
         """Ask one peer (only for its local answer); raises PeerError when it cannot."""
         base = self.all().get(node)
         if base is None:
@@ -69,19 +80,41 @@ class Peers:
         params = {**query, "scope": "local", "format": "json"}
         timeout = aiohttp.ClientTimeout(total=self.settings.timeout_s)
         try:
-            async with session.get(base + path, params=params, timeout=timeout) as resp:
-                body = await resp.text()
-                return resp.status, json.loads(body)
-        except (TimeoutError, aiohttp.ClientError, json.JSONDecodeError) as exc:
+            # Waiting for a slot is bounded too: a node not read in time is reported missing.
+            async with asyncio.timeout(self.settings.timeout_s * 2):
+                await self._slots.acquire()
+            try:
+                async with session.get(base + path, params=params, headers=list(headers), timeout=timeout) as resp:
+                    body = await self._read_capped(resp, node)
+                    return resp.status, json.loads(body)
+            finally:
+                self._slots.release()
+        except (TimeoutError, aiohttp.ClientError, json.JSONDecodeError, UnicodeDecodeError) as exc:
             log.warning("peer_unreachable", extra={"node": node, "error": str(exc) or type(exc).__name__})
             raise PeerError(f"the instance on node {node} did not answer: {exc or type(exc).__name__}") from exc
 
+    async def _read_capped(self, resp: aiohttp.ClientResponse, node: str) -> str:
+        """The body, or PeerError as soon as it passes max_bytes (never buffered beyond it)."""
+        limit = self.settings.max_bytes
+        if resp.content_length is not None and resp.content_length > limit:
+            self.refused_too_large += 1
+            raise PeerError(f"the instance on node {node} answered {resp.content_length} bytes, over {limit}")
+        chunks: list[bytes] = []
+        size = 0
+        async for chunk in resp.content.iter_chunked(64 * 1024):
+            size += len(chunk)
+            if size > limit:
+                self.refused_too_large += 1
+                raise PeerError(f"the instance on node {node} answered more than {limit} bytes")
+            chunks.append(chunk)
+        return b"".join(chunks).decode()
+
     async def fan_out(self, session: aiohttp.ClientSession, path: str, query: Mapping[str, str],
-                      nodes: Sequence[str] | None = None) -> FanOut:
+                      nodes: Sequence[str] | None = None, headers: Sequence[tuple[str, str]] = ()) -> FanOut:
         targets = list(self.all()) if nodes is None else list(nodes)
 
         async def one(node: str) -> tuple[str, Any]:
-            status, body = await self.get(session, node, path, query)
+            status, body = await self.get(session, node, path, query, headers)
             if status != 200:
                 raise PeerError(f"node {node} answered {status}")
             return node, body

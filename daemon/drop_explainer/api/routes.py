@@ -12,7 +12,7 @@ import asyncio
 import json
 import logging
 import re
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -21,7 +21,7 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
-from drop_explainer.api import params, render
+from drop_explainer.api import guard, params, render, visibility
 from drop_explainer.api.openapi import document
 from drop_explainer.api.params import BadRequest, DropFilter
 from drop_explainer.api.peers import PeerError, Peers
@@ -38,7 +38,8 @@ class DropQuery(Protocol):
 
     def query(self, *, since_ns: int | None = None, until_ns: int | None = None, namespace: str | None = None,
               pod: str | None = None, direction: str | None = None, policy: str | None = None,
-              trap: str | None = None, limit: int = 100) -> Sequence[Any]: ...
+              trap: str | None = None, limit: int = 100,
+              namespaces: Collection[str] | None = None) -> Sequence[Any]: ...
 
     def get(self, drop_id: str) -> Any: ...
 
@@ -56,6 +57,10 @@ class Context:
     ready: Callable[[], tuple[bool, str]]
     healthy: Callable[[], tuple[bool, str]]
     session: aiohttp.ClientSession | None = None
+    guard: guard.Middleware | None = None
+    """Authentication and authorization (api/guard.py); None: every caller sees everything."""
+    own_headers: Callable[[], Awaitable[dict[str, str]]] | None = None
+    """The daemon's own Authorization towards its peers (its service-account token)."""
 
 
 CTX = web.AppKey("ctx", Context)
@@ -75,9 +80,10 @@ def _local(request: web.Request) -> bool:
     return params.scope(request.query) == "local" or not _ctx(request).peers.distributed
 
 
-def _query_store(ctx: Context, f: DropFilter) -> list[dict[str, Any]]:
+def _query_store(ctx: Context, f: DropFilter, namespaces: frozenset[str] | None = None) -> list[dict[str, Any]]:
     records = ctx.store.query(since_ns=f.since_ns, until_ns=f.until_ns, namespace=f.namespace, pod=f.pod,
-                              direction=f.direction, policy=f.policy, trap=f.trap, limit=f.limit)
+                              direction=f.direction, policy=f.policy, trap=f.trap, limit=f.limit,
+                              namespaces=namespaces)
     windowed = f.since_ns is not None or f.until_ns is not None
     return [render.drop_json(r, window=(r.window_flows, r.window_connections) if windowed else None,
                              node=ctx.peers.node_name) for r in records]
@@ -89,29 +95,64 @@ def _session(ctx: Context) -> aiohttp.ClientSession:
     return ctx.session
 
 
+async def _peer_headers(ctx: Context, access: guard.Access) -> list[tuple[str, str]]:
+    """Our own token and the caller's identity, for a peer to answer as the caller may see."""
+    if access.everything:
+        return []
+    return access.peer_headers(await ctx.own_headers() if ctx.own_headers is not None else {})
+
+
+async def _visible_drops(request: web.Request, drops: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Each drop as the caller may read it: the other side's details withheld unless they may see it too."""
+    access = guard.access_of(request)
+    if access.everything:
+        return drops
+    ends = {ns for d in drops for ns in visibility.drop_ends(d)}
+    visible = await access.visible(ends)
+    return [visibility.redact_drop(d, visible) for d in drops]
+
+
 async def _drops(request: web.Request, title: str, f: DropFilter, *, node: str | None = None) -> web.Response:
-    """Local answer, one peer's answer (node given), or everyone's merged."""
+    """Local answer, one peer's answer (node given), or everyone's merged; only what the caller may see."""
     ctx = _ctx(request)
+    access = guard.access_of(request)
     query = {k: v for k, v in request.query.items() if k not in ("scope", "format")}
     missing: list[str] = []
+    allowed: frozenset[str] | None = None
+    if f.namespace is not None and not await access.may(f.namespace):
+        return _error(request, 403, f"you may not see drops in namespace {f.namespace}")
+    if f.policy is not None and not await access.may(f.policy.partition("/")[0]):
+        # Else filtering by a policy's name would tell which drops another namespace's policy decides.
+        return _error(request, 403, f"you may not see policies of namespace {f.policy.partition('/')[0]}")
+    if f.namespace is None:
+        allowed = await access.visible(ctx.engine().state.namespaces)
+        if allowed is not None and not allowed:
+            return _error(request, 403, "you may not see drops in any namespace")
+    headers = await _peer_headers(ctx, access)
     if _local(request) or node == ctx.peers.node_name:
-        drops = _query_store(ctx, f)
+        drops = _query_store(ctx, f, allowed)
     elif node is not None:
         try:
-            status, body = await ctx.peers.get(_session(ctx), node, request.path, query)
+            status, body = await ctx.peers.get(_session(ctx), node, request.path, query, headers)
         except PeerError as exc:
             return _error(request, 502, str(exc))
         if status != 200:
             return _respond(request, body, lambda: f"{body.get('error', body)}\n", status)
         drops = body["drops"]
     else:
-        out = await ctx.peers.fan_out(_session(ctx), request.path, query)
-        drops = _query_store(ctx, f) + [d for ans in out.answers.values() for d in ans["drops"]]
+        out = await ctx.peers.fan_out(_session(ctx), request.path, query, headers=headers)
+        drops = _query_store(ctx, f, allowed) + [d for ans in out.answers.values() for d in ans["drops"]]
         drops.sort(key=lambda d: d["last_seen"], reverse=True)
         drops = drops[: f.limit]
         missing = out.missing
-    data = {"drops": drops, "nodes_missing": missing}
-    return _respond(request, data, lambda: render.list_text(title, drops, missing))
+    drops = await _visible_drops(request, drops)
+    data: dict[str, Any] = {"drops": drops, "nodes_missing": missing}
+    note = ""
+    if allowed is not None:
+        # Say so: an empty-looking cluster must not read as "no drops anywhere".
+        data["filtered_to_namespaces"] = sorted(allowed)
+        note = f"Only namespaces you may see: {', '.join(sorted(allowed))}.\n"
+    return _respond(request, data, lambda: note + render.list_text(title, drops, missing))
 
 
 def _error(request: web.Request, status: int, reason: str, **more: Any) -> web.Response:
@@ -129,16 +170,20 @@ def error_response(request: web.BaseRequest, status: int, reason: str, *, header
                         charset="utf-8", headers=headers)
 
 
-def _pod_namespaces(ctx: Context, name: str) -> list[str]:
+async def _pod_namespaces(request: web.Request, name: str) -> list[str]:
+    """Namespaces with a pod of this name, among those the caller may see (the others are not named)."""
+    ctx = _ctx(request)
     live = {p.namespace for p in ctx.engine().state.pods_by_name.get(name, ())}
-    return sorted(live | set(ctx.store.pods_named(name)))
+    found = live | set(ctx.store.pods_named(name))
+    visible = await guard.access_of(request).visible(found)
+    return sorted(found if visible is None else found & visible)
 
 
 async def pod_drops(request: web.Request) -> web.Response:
     pod = params.object_name(request.match_info["pod"])
     ns = request.query.get("namespace")
     if ns is None:
-        candidates = _pod_namespaces(_ctx(request), pod)
+        candidates = await _pod_namespaces(request, pod)
         if not candidates:
             return _error(request, 404, f"no pod named {pod} in the cluster state or the drop history")
         if len(candidates) > 1:
@@ -189,14 +234,21 @@ async def drop_by_id(request: web.Request) -> web.Response:
         raise BadRequest(f"drop id {drop_id[:64]!r}: expected 16 hex digits")
     params.check_known(request.query, set())
     local = _local(request)
+    access = guard.access_of(request)
     record = ctx.store.get(drop_id)
     if record is not None:
         data = render.drop_json(record, samples=record.samples, node=ctx.peers.node_name)
+        ends = [ns for ns in visibility.drop_ends(data) if ns]
+        visible = await access.visible(ends)
+        if visible is not None and not (set(ends) & visible):
+            # Not 403: that would tell the caller such a drop exists.
+            return _error(request, 404, f"no drop {drop_id} that you may see")
+        data = visibility.redact_drop(data, visible)
         return _respond(request, data, lambda: render.drop_text(data))
     if not local:
-        out = await ctx.peers.fan_out(_session(ctx), request.path, {})
+        out = await ctx.peers.fan_out(_session(ctx), request.path, {}, headers=await _peer_headers(ctx, access))
         if out.answers:
-            found: dict[str, Any] = next(iter(out.answers.values()))
+            found: dict[str, Any] = (await _visible_drops(request, [next(iter(out.answers.values()))]))[0]
             return _respond(request, found, lambda: render.drop_text(found))
         if out.missing:
             return _error(request, 404, f"no drop {drop_id} here; node(s) {', '.join(out.missing)} did not answer")
@@ -211,9 +263,20 @@ async def whatif(request: web.Request) -> web.Response:
         conn = queries.connection(engine.state, query)
     except queries.BadQuery as exc:
         raise BadRequest(str(exc)) from None
+    access = guard.access_of(request)
+    ends = [s.pod.namespace for s in (conn.source, conn.destination) if s.pod is not None]
+    visible = await access.visible(ends)
+    if visible is not None and not (set(ends) & visible):
+        return _error(request, 403, "you may ask what-if only about a connection with an end in a namespace you "
+                      "may see" + (f" (asked: {', '.join(sorted(set(ends)))})" if ends else ""))
     expl = explaining.explain_connection(engine, conn)
     data = queries.verdict_json(query, conn, expl.verdict) | {"explanation": rendering.explanation_json(expl)}
     data = enforcement.label_answer(data, engine.state.enforcer)
+    shown = visibility.redact_whatif(data, visible)
+    if shown is None:
+        return _error(request, 403, "you may not see either end of this connection")
+    if "withheld" in shown:
+        return _respond(request, shown, lambda: visibility.text(shown["explanation"]))
     return _respond(request, data, lambda: rendering.explanation_text(expl))
 
 
@@ -280,7 +343,8 @@ ROUTES: Mapping[str, Callable[[web.Request], Awaitable[web.Response]]] = {
 
 
 def make_app(ctx: Context) -> web.Application:
-    app = web.Application(middlewares=[errors], client_max_size=64 * 1024)
+    middlewares: list[guard.Middleware] = [errors] if ctx.guard is None else [errors, ctx.guard]
+    app = web.Application(middlewares=middlewares, client_max_size=64 * 1024)
     app[CTX] = ctx
     for path, handler in ROUTES.items():
         app.router.add_get(path, handler, allow_head=False)

@@ -47,7 +47,7 @@ import logging
 import sqlite3
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final, Self, TypeAlias
@@ -322,16 +322,27 @@ class DropStore:
 
     def query(self, *, since_ns: int | None = None, until_ns: int | None = None, namespace: str | None = None,
               pod: str | None = None, direction: str | None = None, policy: str | None = None,
-              trap: str | None = None, limit: int = 100) -> list[DropRecord]:
+              trap: str | None = None, limit: int = 100,
+              namespaces: Collection[str] | None = None) -> list[DropRecord]:
         """Signatures matching every given filter, most recently seen first.
 
         namespace/pod match the affected pod; policy ("namespace/name") and
         trap match any of the signature's. With since/until, only signatures
-        with drops inside the window, and how many.
+        with drops inside the window, and how many. ``namespaces`` (the
+        caller's, api/guard.py) keeps signatures with either end in one of
+        them, so a limit counts only what the caller may see.
         """
         self.flush()
         where: list[str] = []
         args: list[object] = []
+        if namespaces is not None:
+            wanted = sorted(namespaces)
+            if not wanted:
+                return []
+            marks = ", ".join("?" * len(wanted))
+            ends = [f"substr(s.{c}, 1, instr(s.{c}, '/') - 1) IN ({marks})" for c in ("source_workload", "destination")]
+            where.append(f"(s.pod_ns IN ({marks}) OR {' OR '.join(ends)})")
+            args += wanted * 3
         for column, value in (("pod_ns", namespace), ("pod_name", pod), ("direction", direction)):
             if value is not None:
                 where.append(f"s.{column} = ?")
