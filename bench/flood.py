@@ -11,14 +11,16 @@ record of everyone else. This measures exactly that:
   not erase. Their affected pods take no part in the flood.
 - A test Hubble server (a child process on the load core) holds ``--flood``
   (200,000) further denied connections, no two with the same drop signature,
-  and streams them as fast as the daemon reads.
+  and streams them as fast as the daemon reads; every ``--hostile-every``-th
+  (2,000th) carries 10,000 labels and the next one a 1 MB string.
 - The daemon is ``drop-explainer run --source hubble`` as a subprocess pinned
   to the daemon core, with its default limits (admission of new signatures,
   the store's caps, the 5 ms yield budget).
 - This process polls ``/healthz`` (``--health-rate``/s) and
   ``GET /drops?limit=20`` (``--get-rate``/s, text and JSON alternately), open
   loop: each latency counts from the scheduled send, so a stalled daemon
-  cannot hide behind a slowed client. Polling runs from the first flood flow
+  cannot hide behind a slowed client (``/metrics`` is scraped every 5 s,
+  as Prometheus would). Polling runs from the first flood flow
   received until every flood flow has been explained.
 
 Reported: p50/p99/max of each, flood duration, the daemon's peak RSS
@@ -50,11 +52,29 @@ import aiohttp
 import pipeline as pb  # the sibling benchmark: state, denied connections, prefill, child processes
 import statesynth
 
+from drop_explainer.hubble_pb import flow_pb2
 from drop_explainer.sinks.store import DropStore
 
 TARGETS = {"healthz_p99_ms": 100.0, "get_p99_ms": 500.0, "rss_limit_mb": 384.0}
 SCRAPE_EVERY_S = 5.0  # as a Prometheus scrape (15-30 s usually): /metrics renders every pod's series on the loop
 SPACING_NS = 1_000  # flow time between flood flows: all of them inside the last second before the flood
+
+
+def hostile(template: flow_pb2.Flow, i: int, every: int) -> flow_pb2.Flow:
+    """Every ``every``-th flood flow carries 10,000 labels, the next one a 1 MB workload name.
+
+    The hostile sizes of the robustness issue, inside the flood: the peak
+    RSS measured is then the one to size the pod's memory limit by.
+    """
+    if every <= 0 or i % every > 1:
+        return template
+    out = flow_pb2.Flow()
+    out.CopyFrom(template)
+    if i % every == 0:
+        out.source.labels.extend(f"k8s:hostile{k}=v{k}" for k in range(10_000))
+    else:
+        out.destination.workloads.add(name="w" * 1_000_000, kind="Deployment")
+    return out
 
 
 def _sum_metric(text: str, name: str) -> float:
@@ -121,9 +141,10 @@ async def run(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
     now = time.time_ns()
     pb.prefill(store_path, state, bystanders, now - 3600 * pb._NS)
     spec = tmp / "flood.json"
-    spec.write_text(json.dumps({"templates": pb.encode([d.template for d in flood]), "count": len(flood),
+    templates = [hostile(d.template, i, args.hostile_every) for i, d in enumerate(flood)]
+    spec.write_text(json.dumps({"templates": pb.encode(templates), "count": len(flood),
                                 "seed": args.seed, "t0": now - 60 * pb._NS}))
-    del flood
+    del flood, templates
     server = pb.Child("history", str(spec), "fake")
     target = server.readline()
     port = pb.free_port()
@@ -136,7 +157,7 @@ async def run(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
     if hasattr(os, "sched_setaffinity") and (os.cpu_count() or 1) > 1:
         os.sched_setaffinity(proc.pid, {pb.DAEMON_CPU})
         os.sched_setaffinity(0, {pb.LOAD_CPU})
-    out: dict[str, Any] = {"flood": args.flood, "bystanders": len(bystanders),
+    out: dict[str, Any] = {"flood": args.flood, "hostile_every": args.hostile_every, "bystanders": len(bystanders),
                            "command": " ".join(["python", *cmd[1:]]).replace(str(tmp), "$TMP")}
     health: list[float] = []
     gets: list[float] = []
@@ -206,6 +227,8 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--flood", type=int, default=200_000)
     p.add_argument("--bystanders", type=int, default=100)
+    p.add_argument("--hostile-every", type=int, default=2000,
+                   help="every Nth flood flow has 10,000 labels, the next a 1 MB string (0: none)")
     p.add_argument("--health-rate", type=float, default=20.0)
     p.add_argument("--get-rate", type=float, default=10.0)
     p.add_argument("--seed", type=int, default=1)
