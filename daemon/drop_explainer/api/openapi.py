@@ -57,7 +57,10 @@ _DROP = {
 }
 _LIST = {"type": "object", "required": ["drops", "nodes_missing"], "properties": {
     "drops": {"type": "array", "items": {"$ref": "#/components/schemas/Drop"}},
-    "nodes_missing": {"type": "array", "items": _STR, "description": "Instances that did not answer in time."}}}
+    "nodes_missing": {"type": "array", "items": _STR, "description": "Instances that did not answer in time."},
+    "fixes_for_all": {"type": "array", "items": {"type": "object"},
+                      "description": "With two or more drops that have a fix: their fixes planned together on the "
+                                     "current state, one change per object, checked against every drop shown."}}}
 _ERROR = {"type": "object", "required": ["error"], "properties": {"error": _STR, "candidates": {"type": "array"}}}
 
 

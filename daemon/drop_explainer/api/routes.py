@@ -8,6 +8,7 @@ questions fan out to every instance.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -23,7 +24,7 @@ from drop_explainer.api import params, render
 from drop_explainer.api.openapi import document
 from drop_explainer.api.params import BadRequest, DropFilter
 from drop_explainer.api.peers import PeerError, Peers
-from drop_explainer.explain import enforcement, explaining, rendering
+from drop_explainer.explain import combining, enforcement, explaining, rendering
 from drop_explainer.policy import queries
 from drop_explainer.policy.engine import Engine
 
@@ -110,8 +111,18 @@ async def _drops(request: web.Request, title: str, f: DropFilter, *, node: str |
         drops.sort(key=lambda d: d["last_seen"], reverse=True)
         drops = drops[: f.limit]
         missing = out.missing
-    data = {"drops": drops, "nodes_missing": missing}
-    return _respond(request, data, lambda: render.list_text(title, drops, missing))
+    data: dict[str, Any] = {"drops": drops, "nodes_missing": missing}
+    # Checked on the current state, off the event loop: the merge re-explains every drop shown.
+    merged = await asyncio.to_thread(combining.for_drops, ctx.engine(), drops)
+    if merged:
+        data["fixes_for_all"] = [rendering.fix_json(f) for f in merged]
+    return _respond(request, data, lambda: render.list_text(title, drops, missing, merged=_merged_text(merged)))
+
+
+def _merged_text(merged: tuple[Any, ...]) -> str:
+    if not merged:
+        return ""
+    return "\n".join(rendering.fixes_text(merged, what="every drop shown"))
 
 
 def _error(request: web.Request, status: int, reason: str, **more: Any) -> web.Response:

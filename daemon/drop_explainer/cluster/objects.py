@@ -179,6 +179,46 @@ class NetworkPolicy:
     """False when policyTypes was defaulted; a trap hides in the difference."""
     resource_version: str | None = None
     creation_timestamp: str | None = None
+    labels: Labels = field(default_factory=dict)
+    """Kept so that a fix given as a full object does not strip them, and to tell a managed policy."""
+    annotations: Labels = field(default_factory=dict)
+    """All but kubectl's last-applied-configuration (kubectl apply rewrites it; it would double the size)."""
+    managers: tuple[str, ...] = ()
+    """metadata.managedFields[].manager: who writes this object (Helm, Argo CD, Flux, kubectl...)."""
+
+    @property
+    def key(self) -> str:
+        return f"{self.namespace}/{self.name}"
+
+
+@dataclass(frozen=True, slots=True)
+class EndpointAddress:
+    """One endpoint of an EndpointSlice: its addresses and, for a pod, which one."""
+
+    addresses: tuple[str, ...]
+    ready: bool = True
+    """conditions.ready; unknown (absent) counts as ready, as kube-proxy does."""
+    pod: str | None = None
+    """namespace/name of targetRef when it is a Pod."""
+
+
+@dataclass(frozen=True, slots=True)
+class EndpointPort:
+    port: int
+    protocol: str = "TCP"
+    name: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class EndpointSlice:
+    """discovery.k8s.io/v1: where a Service really sends its traffic (a selector-less one included)."""
+
+    namespace: str
+    name: str
+    service: str | None
+    """The kubernetes.io/service-name label: which Service of the namespace this slice serves."""
+    endpoints: tuple[EndpointAddress, ...] = ()
+    ports: tuple[EndpointPort, ...] = ()
 
     @property
     def key(self) -> str:

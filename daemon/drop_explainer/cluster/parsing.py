@@ -365,7 +365,33 @@ def parse_network_policy(data: Mapping[str, Any], obj: str) -> o.NetworkPolicy:
         policy_types_explicit=bool(raw_types),
         resource_version=meta.text("resourceVersion"),
         creation_timestamp=meta.text("creationTimestamp"),
+        labels=meta.labels("labels"),
+        annotations={k: v for k, v in meta.labels("annotations").items() if k != _LAST_APPLIED},
+        managers=tuple(m.text("manager") or "" for m in meta.items("managedFields")),
     )
+
+
+_LAST_APPLIED = "kubectl.kubernetes.io/last-applied-configuration"
+
+
+def parse_endpoint_slice(data: Mapping[str, Any], obj: str) -> o.EndpointSlice:
+    f = _Fields(obj, data, "")
+    meta, ns, name = _namespaced(f)
+    endpoints = []
+    for e in f.items("endpoints"):
+        ready = e.sub("conditions").data.get("ready")
+        ref = e.opt_sub("targetRef")
+        pod = None
+        if ref is not None and ref.text("kind") == "Pod":
+            pod = f"{ref.text('namespace') or ns}/{ref.text('name', required=True)}"
+        endpoints.append(o.EndpointAddress(e.strs("addresses"), ready is not False, pod))
+    ports = []
+    for p in f.items("ports"):
+        number = p.port("port", names=False)
+        if isinstance(number, int):  # a port without number means "all ports": nothing to name in a rule
+            ports.append(o.EndpointPort(number, p.protocol(), p.text("name")))
+    service = meta.labels("labels").get("kubernetes.io/service-name")
+    return o.EndpointSlice(ns, name, service, tuple(endpoints), tuple(ports))
 
 
 PARSERS: dict[str, Callable[[Mapping[str, Any], str], object]] = {
@@ -374,4 +400,5 @@ PARSERS: dict[str, Callable[[Mapping[str, Any], str], object]] = {
     "Node": parse_node,
     "Service": parse_service,
     "NetworkPolicy": parse_network_policy,
+    "EndpointSlice": parse_endpoint_slice,
 }

@@ -37,6 +37,8 @@ class ClusterState:
     """Which component enforces policy (cluster/enforcer.py); None = not detected, nothing is said."""
     not_evaluated: tuple[NotEvaluated, ...] = ()
     """Policy objects of kinds loaded but not evaluated (Antrea-native): every answer names them."""
+    endpoint_slices: Mapping[str, o.EndpointSlice] = field(default_factory=dict)
+    """By namespace/name; empty when the state holds none (then a Service's backends come from its selector)."""
     pods_by_namespace: Mapping[str, tuple[o.Pod, ...]] = field(init=False)
     policies_by_namespace: Mapping[str, tuple[o.NetworkPolicy, ...]] = field(init=False)
     pod_by_ip: Mapping[str, o.Pod] = field(init=False)
@@ -84,6 +86,7 @@ class ClusterState:
         nodes: dict[str, o.Node] = {}
         svcs: dict[str, o.Service] = {}
         pols: dict[str, o.NetworkPolicy] = {}
+        slices: dict[str, o.EndpointSlice] = {}
         for obj in objs:
             match obj:
                 case o.Namespace():
@@ -96,18 +99,21 @@ class ClusterState:
                     svcs[obj.key] = obj
                 case o.NetworkPolicy():
                     pols[obj.key] = obj
+                case o.EndpointSlice():
+                    slices[obj.key] = obj
                 case _:
                     raise TypeError(f"not a cluster object: {type(obj).__name__}")
         # Namespaces referenced but not listed still exist for the selectors
         # that match on kubernetes.io/metadata.name, as the API server sets it.
         for name in {p.namespace for p in pods.values()} | {p.namespace for p in pols.values()}:
             ns.setdefault(name, o.Namespace(name, {"kubernetes.io/metadata.name": name}))
-        return cls(ns, pods, nodes, svcs, pols)
+        return cls(ns, pods, nodes, svcs, pols, endpoint_slices=slices)
 
     def with_objects(self, *objs: object) -> ClusterState:
         """A new snapshot with these objects added or replacing their namesakes."""
         built = ClusterState.build([*self.namespaces.values(), *self.pods.values(), *self.nodes.values(),
-                                    *self.services.values(), *self.policies.values(), *objs])
+                                    *self.services.values(), *self.policies.values(),
+                                    *self.endpoint_slices.values(), *objs])
         return built.with_enforcer(self.enforcer).with_not_evaluated(self.not_evaluated)
 
     def with_enforcer(self, detection: Detection | None) -> ClusterState:
@@ -162,6 +168,11 @@ class ClusterState:
     def namespace_labels(self, name: str) -> Mapping[str, str]:
         ns = self.namespaces.get(name)
         return ns.labels if ns is not None else {"kubernetes.io/metadata.name": name}
+
+    def slices_of(self, service_key: str) -> tuple[o.EndpointSlice, ...]:
+        """The EndpointSlices of one Service (namespace/name), by their kubernetes.io/service-name label."""
+        ns, _, name = service_key.partition("/")
+        return tuple(s for s in self.endpoint_slices.values() if s.namespace == ns and s.service == name)
 
     def in_pod_network(self, ip: str) -> bool:
         addr = ipaddress.ip_address(ip)

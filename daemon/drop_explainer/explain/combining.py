@@ -1,0 +1,58 @@
+"""One change per policy for all the drops of one answer (`/pods/pod-b/drops`, `explain --flows`).
+
+Each drop's own fix is made from the state as it is, so two fixes to the
+same policy, each given as a whole object, undo each other when applied in
+turn. The answer therefore also carries the fixes of all its drops planned
+together: every edit to one policy merged into one change, checked against
+every drop at once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from drop_explainer.explain import backends, explaining, fixes
+from drop_explainer.explain.model import Explanation, Fix
+from drop_explainer.flows import codec
+from drop_explainer.flows.codec import BadFlowRecord
+from drop_explainer.policy.engine import Engine
+
+
+def _key(e: Explanation) -> tuple[str, str, int, str]:
+    c = e.connection
+    return (c.source.pod.key if c.source.pod else c.source.ip or "", c.destination.pod.key if c.destination.pod
+            else c.destination.ip or "", c.port, c.protocol)
+
+
+def for_explanations(engine: Engine, explanations: Iterable[Explanation], *, radius: bool = True) -> tuple[Fix, ...]:
+    """The merged fixes, or () when fewer than two of the drops have a fix (their own fix is the answer)."""
+    seen: dict[tuple[str, str, int, str], backends.Target] = {}
+    for e in explanations:
+        if not e.fixes or e.verdict.allowed:
+            continue  # no fix to merge: not a policy drop, another policy kind, nothing enforcing...
+        target = backends.translate(engine.state, e.connection)
+        if target.problem is None:
+            seen.setdefault(_key(e), target)
+    if len(seen) < 2:
+        return ()
+    return fixes.combine(engine, list(seen.values()), radius=radius)
+
+
+def for_drops(engine: Engine, drops: Iterable[Mapping[str, Any]]) -> tuple[Fix, ...]:
+    """The merged fixes of stored drops (as the API lists them), re-explained on the current state.
+
+    A drop whose flow cannot be read back (an older record) is left out of
+    the merge; its own fix still stands under it.
+    """
+    explained = []
+    for d in drops:
+        raw = d.get("explanation", {}).get("flow")
+        if not isinstance(raw, Mapping):
+            continue
+        try:
+            flow = codec.flow_from_json(raw)
+            explained.append(explaining.explain_flow(engine, flow, blast_radius=False))
+        except (BadFlowRecord, explaining.UnexplainableFlow):
+            continue
+    return for_explanations(engine, explained)
