@@ -208,7 +208,12 @@ def label_evidence(state: ClusterState, gap: LabelGap) -> str | None:
     peer = rules_of(gap.policy, PolicyType(gap.direction.capitalize()))[gap.rule].peers
     sels = [p.namespace_selector for p in peer if p.namespace_selector is not None]
     if sels and not any(selectors.matches(sel, ns.labels) for sel in sels for ns in state.namespaces.values()):
-        return "its namespaceSelector matches no namespace of the cluster"
+        return near_miss(state, gap) or "its namespaceSelector matches no namespace of the cluster"
+    return near_miss(state, gap)
+
+
+def near_miss(state: ClusterState, gap: LabelGap) -> str | None:
+    """A label of the namespace that the wanted one resembles: evidence that this namespace was meant."""
     carried = state.namespace_labels(gap.namespace)
     for key, value in gap.labels.items():
         for k, v in carried.items():
@@ -220,8 +225,12 @@ def label_evidence(state: ClusterState, gap: LabelGap) -> str | None:
 
 
 def evident_label_gaps(state: ClusterState, traces: tuple[PolicyTrace, ...], conn: Connection) -> Iterator[LabelGap]:
-    """The label gaps that the state shows to be mistakes and that adding labels closes (see docs/traps.md)."""
-    return (g for g in label_gaps(traces, conn) if not g.overwrites and label_evidence(state, g) is not None)
+    """The label gaps that adding labels closes, where the namespace resembles the one wanted.
+
+    A selector that matches no namespace at all is a trap, but it does not
+    say which namespace was meant: labelling this one would be a guess.
+    """
+    return (g for g in label_gaps(traces, conn) if not g.overwrites and near_miss(state, g) is not None)
 
 
 def namespace_label_missing(state: ClusterState, traces: tuple[PolicyTrace, ...],
