@@ -152,7 +152,7 @@ def _ports(rule: Rule, dst: Subject, asked: set[tuple[int, str]]) -> set[tuple[i
 
 
 def blast_radius(before: Engine, after: Engine, conn: Connection, changes: Iterable[ChangeLike], *,
-                 intended: Iterable[Connection] = ()) -> BlastRadius:
+                 intended: Iterable[Connection] = (), limit: int | None = None) -> BlastRadius:
     """Which other (source, destination, port) the changes newly allow, among those the state knows.
 
     The universe is fixed so that a brute-force count can check it: every
@@ -160,8 +160,10 @@ def blast_radius(before: Engine, after: Engine, conn: Connection, changes: Itera
     every node InternalIP and the endpoints the answer names, as sources and
     destinations; as ports, the destination's declared container ports plus
     the answer's. ``conn`` and ``intended`` are what the fix is for, not
-    counted.
+    counted. Counting stops past ``limit`` (the result is then capped): when
+    ranking fixes, one that opens more than the best so far has lost.
     """
+    cap = CAP if limit is None else min(CAP, limit + 1)
     old, new = _Subjects(before.state), _Subjects(after.state)
     answer = [conn, *intended]
     seen: set[tuple[str, str, int, str]] = {(_name(c.source), _name(c.destination), c.port, c.protocol)
@@ -188,7 +190,7 @@ def blast_radius(before: Engine, after: Engine, conn: Connection, changes: Itera
                         was = Connection(_old(old, src), _old(old, dst), port, proto)
                         if not before.evaluate(was).allowed:
                             newly.append(f"{key[0]} -> {key[1]} {proto}/{port}")
-                            if len(newly) >= CAP:
+                            if len(newly) >= cap:
                                 return _radius(newly, capped=True)
     return _radius(newly, capped=False)
 

@@ -54,6 +54,7 @@ def combine(engine: Engine, targets: Sequence[backends.Target], *, radius: bool 
     intended = _intended(engine.state, targets)
     state = engine.state
     steps: list[Change] = []
+    best_radius: BlastRadius | None = None
     for target in targets:
         for conn in target.connections:
             for direction in (PolicyType.EGRESS, PolicyType.INGRESS):
@@ -63,14 +64,18 @@ def combine(engine: Engine, targets: Sequence[backends.Target], *, radius: bool 
                     continue
                 traces = tracing.trace_direction(cur, c, direction)
                 options = candidates.all_changes(cur, c, direction, traces, target)
-                best = min(enumerate(options), key=lambda o: _rank(cur, c, o, intended, radius=radius))[1]
+                best, best_radius = _best(cur, c, options, intended, radius=radius)
                 steps.append(best)
                 state = best.apply(state)
     if not steps:
         return ()
     after = Engine(state)
     verified = all(after.evaluate(_reresolve(state, c)).allowed for c in conns)
-    opened = blast.blast_radius(engine, after, conns[0], steps, intended=intended) if verified and radius else None
+    opened = None
+    if verified and radius:
+        # One step is what was ranked: its radius, computed then, is the answer's.
+        opened = best_radius if len(steps) == 1 and best_radius is not None else \
+            blast.blast_radius(engine, after, conns[0], steps, intended=intended)
     return tuple(replace(f, verified=verified, blast_radius=opened) for f in _fixes(engine.state, state, steps))
 
 
@@ -94,15 +99,31 @@ def _intended(state: ClusterState, targets: Iterable[backends.Target]) -> list[C
     return out
 
 
-def _rank(engine: Engine, conn: Connection, option: tuple[int, Change], intended: Sequence[Connection], *,
-          radius: bool) -> tuple[int, int, int, int]:
-    order, change = option
-    if radius:
+def _best(engine: Engine, conn: Connection, options: list[Change], intended: Sequence[Connection], *,
+          radius: bool) -> tuple[Change, BlastRadius | None]:
+    """The candidate that opens least, then touches fewest objects, then writes fewest clauses.
+
+    Candidates are tried cheapest-looking first, and each count stops as
+    soon as it passes the best so far, so ranking costs little more than
+    the radius of the winner.
+    """
+    ordered = sorted(enumerate(options), key=lambda o: (_selected_pods(engine.state, o[1]), o[1].objects,
+                                                        o[1].clauses, o[0]))
+    if not radius:
+        return ordered[0][1], None
+    best: tuple[tuple[int, int, int, int], Change, BlastRadius] | None = None
+    for order, change in ordered:
+        tie = (change.objects, change.clauses, order)
+        if best is not None and best[0][0] == 0 and tie > best[0][1:]:
+            continue  # nothing opens less than nothing: only a simpler edit could still win
         after = Engine(change.apply(engine.state))
-        opened = blast.blast_radius(engine, after, conn, [change], intended=intended).count
-    else:
-        opened = _selected_pods(engine.state, change)
-    return opened, change.objects, change.clauses, order
+        opened = blast.blast_radius(engine, after, conn, [change], intended=intended,
+                                    limit=None if best is None else best[0][0])
+        key = (opened.count, *tie)
+        if best is None or key < best[0]:
+            best = (key, change, opened)
+    assert best is not None
+    return best[1], best[2]
 
 
 def _selected_pods(state: ClusterState, change: Change) -> int:
