@@ -27,6 +27,7 @@ from drop_explainer.cluster.objects import (
 )
 from drop_explainer.cluster.state import ClusterState
 from drop_explainer.explain.backends import Target, selector_of
+from drop_explainer.explain.blast import selected
 from drop_explainer.explain.model import Clause, PolicyTrace
 from drop_explainer.explain.traps import evident_label_gaps
 from drop_explainer.policy import selectors
@@ -247,6 +248,9 @@ def types_change(engine: Engine, conn: Connection, direction: PolicyType) -> Cha
     assert subject.pod is not None
     for p in engine.state.policies_by_namespace.get(subject.pod.namespace, ()):
         if direction in p.policy_types or not selectors.matches(p.pod_selector, subject.pod.labels):
+            continue
+        if any(not engine.policies_selecting(pod, direction) for pod in selected(engine.state, p)):
+            # Listing the direction would isolate pods that are open today: it would deny their other traffic.
             continue
         if any(rule_matches(r, p.namespace, other, conn) for r in rules_of(p, direction)):
             edited = replace(p, policy_types=p.policy_types | {direction}, policy_types_explicit=True)

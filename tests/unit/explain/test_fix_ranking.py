@@ -12,6 +12,7 @@ import pytest
 from drop_explainer.explain import manifests
 from drop_explainer.explain.model import Explanation
 from tests.unit.explain import test_service_fixes as svc
+from tests.unit.explain import test_traps
 from tests.unit.explain.test_fixes_work import json_patch
 
 TWO_POLICIES = """
@@ -86,6 +87,23 @@ status: {phase: Running, podIP: 10.1.1.6, hostIP: 192.168.0.1}
     radius = expl.fixes[0].blast_radius
     assert radius is not None
     assert radius.count == 0
+
+
+def test_policy_types_fix_is_not_offered_when_it_would_isolate_open_pods() -> None:
+    """Adding Ingress to a policy that also selects b/helper would deny helper's ingress: a rule is offered."""
+    state = svc._state(test_traps.DENY_B.replace("podSelector: {}", "podSelector: {matchLabels: {app: server}}"), """
+kind: NetworkPolicy
+metadata: {name: egress-only, namespace: b}
+spec:
+  podSelector: {matchExpressions: [{key: app, operator: In, values: [server, helper]}]}
+  policyTypes: [Egress]
+  ingress: [{from: [{namespaceSelector: {matchLabels: {kubernetes.io/metadata.name: a}},
+                     podSelector: {matchLabels: {app: client}}}], ports: [{port: 8080}]}]
+""")
+    expl = svc._explain(state, "a/client", "b/server", 8080)
+    assert "ingress-rules-ignored" in [t.id for t in expl.traps]
+    assert [f.kind for f in expl.fixes] == ["add-rule"]
+    assert expl.fixes[0].verified
 
 
 MANAGED = [
