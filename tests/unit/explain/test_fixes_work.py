@@ -24,16 +24,19 @@ import yaml
 from drop_explainer.cluster.loading import parse_documents
 from drop_explainer.cluster.state import ClusterState
 from drop_explainer.explain import backends, blast, combining
-from drop_explainer.explain.explaining import explain_connection
+from drop_explainer.explain.explaining import UnexplainableFlow, explain_connection, explain_flow
 from drop_explainer.explain.model import Explanation, Fix
+from drop_explainer.flows.model import Verdict
 from drop_explainer.policy import endpoints
 from drop_explainer.policy.endpoints import Subject
 from drop_explainer.policy.engine import Connection, Engine
+from drop_explainer.sources import flowfiles
 from tests.unit.explain import test_traps
 
 REPO = Path(__file__).resolve().parents[3]
 STORIES = REPO / "tests" / "fixtures" / "stories"
 INCIDENT = REPO / "daemon" / "drop_explainer" / "examples" / "incident" / "cluster.yaml"
+FLOW_FILES = [*sorted(STORIES.glob("*/flows.jsonl")), INCIDENT.parent / "hubble-flows.jsonl"]
 
 
 def _docs(text: str) -> list[dict[str, Any]]:
@@ -53,6 +56,7 @@ def _states() -> Iterator[Any]:
     for story in sorted(p for p in STORIES.iterdir() if p.is_dir() and not p.name.startswith("_")):
         yield pytest.param(_docs(base) + _docs((story / "policies.yaml").read_text()), id=f"story-{story.name}")
     yield pytest.param(_docs(INCIDENT.read_text()), id="incident")
+    yield pytest.param(_docs((REPO / "tests" / "fixtures" / "starwars" / "state.yaml").read_text()), id="starwars")
     seen: set[str] = set()
     for case in test_traps.TRAP_CASES:
         policies = case.values[2]
@@ -230,6 +234,18 @@ def test_every_proposed_fix_works_in_both_forms_and_its_radius_is_exact(raw: lis
         by_destination.setdefault(_name(conn.destination), []).append(expl)
         checked += 1
     assert checked > 0
+    for path in FLOW_FILES:
+        # The recorded flows, as explain --flows reads them (their pods are ghosts in the states they do not fit).
+        for flow in flowfiles.read_flows(str(path)):
+            if isinstance(flow, flowfiles.MalformedRecord) or flow.verdict is not Verdict.DROPPED:
+                continue
+            try:
+                expl = explain_flow(engine, flow)
+            except UnexplainableFlow:
+                continue
+            if expl.fixes and not expl.verdict.allowed:
+                _check_fixes(raw, state, expl.fixes, [backends.translate(state, expl.connection)])
+                by_destination.setdefault(_name(expl.connection.destination), []).append(expl)
     # All the drops of one destination, as /pods/NAME/drops lists them: the merged fixes admit every one.
     for group in by_destination.values():
         merged = combining.for_explanations(engine, group)
