@@ -57,10 +57,11 @@ async def test_pod_b_drops_answer_gives_one_change_per_policy_that_fixes_every_d
             conn, _ = flow_connection(engine, codec.flow_from_json(drop["explanation"]["flow"]))
             assert engine.evaluate(Connection(conn.source, conn.destination, conn.port, conn.protocol)).allowed, \
                 (form, drop["signature"])
-    # Each drop's own patch appends: applied one after the other they no longer undo each other.
+    # Each drop's own patch appends: applied one after the other they no longer undo each other,
+    # where their full objects (the reproduction) do: the last one written drops the first one's rule.
     own = [_fix(f) for d in body["drops"] for f in d["explanation"]["fixes"]]
-    after = apply_fixes(raw, own, form="patch")
-    engine = Engine(after)
-    for drop in body["drops"]:
-        conn, _ = flow_connection(engine, codec.flow_from_json(drop["explanation"]["flow"]))
-        assert engine.evaluate(conn).allowed
+    for form, both in (("patch", True), ("full", False)):
+        engine = Engine(apply_fixes(raw, own, form=form))
+        allowed = [engine.evaluate(flow_connection(engine, codec.flow_from_json(d["explanation"]["flow"]))[0]).allowed
+                   for d in body["drops"]]
+        assert all(allowed) is both, (form, allowed)
