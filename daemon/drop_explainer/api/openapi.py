@@ -60,7 +60,8 @@ _LIST = {"type": "object", "required": ["drops", "nodes_missing"], "properties":
     "nodes_missing": {"type": "array", "items": _STR, "description": "Instances that did not answer in time."},
     "fixes_for_all": {"type": "array", "items": {"type": "object"},
                       "description": "With two or more drops that have a fix: their fixes planned together on the "
-                                     "current state, one change per object, checked against every drop shown."}}}
+                                     "current state, one change per object, checked against every drop they cover."},
+    "fixes_for_all_drops": {"type": "array", "items": _STR, "description": "Ids of the drops fixes_for_all covers."}}}
 _ERROR = {"type": "object", "required": ["error"], "properties": {"error": _STR, "candidates": {"type": "array"}}}
 
 

@@ -92,13 +92,14 @@ def drop_text(d: Mapping[str, Any], *, own_fix: bool = True) -> str:
 
 
 def list_text(title: str, drops: Sequence[Mapping[str, Any]], missing: Sequence[str] = (), *,
-              merged: str = "") -> str:
+              merged: str = "", covered: frozenset[str] = frozenset()) -> str:
     parts = [f"{title}: {len(drops)} kind(s) of drop\n"]
     if missing:
         parts.append(f"WARNING: no answer from node(s) {', '.join(missing)}; their drops are not shown.\n")
     if not drops:
         parts.append("No drops recorded.\n")
-    parts += [drop_text(d, own_fix=not merged) for d in drops]
+    parts += [drop_text(d, own_fix=d["id"] not in covered) for d in drops]
     if merged:
-        parts.append(f"=== All {len(drops)} drops shown: one change per object admits every one of them\n{merged}")
+        which = "All drops shown" if len(covered) == len(drops) else f"{len(covered)} of the {len(drops)} drops shown"
+        parts.append(f"=== {which}: one change per object admits every one of them\n{merged}")
     return "\n".join(parts)

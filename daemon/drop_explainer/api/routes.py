@@ -113,16 +113,12 @@ async def _drops(request: web.Request, title: str, f: DropFilter, *, node: str |
         missing = out.missing
     data: dict[str, Any] = {"drops": drops, "nodes_missing": missing}
     # Checked on the current state, off the event loop: the merge re-explains every drop shown.
-    merged = await asyncio.to_thread(combining.for_drops, ctx.engine(), drops)
+    merged, covered = await asyncio.to_thread(combining.for_drops, ctx.engine(), drops)
     if merged:
         data["fixes_for_all"] = [rendering.fix_json(f) for f in merged]
-    return _respond(request, data, lambda: render.list_text(title, drops, missing, merged=_merged_text(merged)))
-
-
-def _merged_text(merged: tuple[Any, ...]) -> str:
-    if not merged:
-        return ""
-    return "\n".join(rendering.fixes_text(merged, what="every drop shown"))
+        data["fixes_for_all_drops"] = sorted(covered)
+    text = "\n".join(rendering.fixes_text(merged, what=f"each of these {len(covered)} drops")) if merged else ""
+    return _respond(request, data, lambda: render.list_text(title, drops, missing, merged=text, covered=covered))
 
 
 def _error(request: web.Request, status: int, reason: str, **more: Any) -> web.Response:

@@ -25,34 +25,39 @@ def _key(e: Explanation) -> tuple[str, str, int, str]:
             else c.destination.ip or "", c.port, c.protocol)
 
 
+def mergeable(engine: Engine, e: Explanation) -> bool:
+    """Has a fix of its own to merge (not a non-policy drop, another policy kind, nothing enforcing...)."""
+    return bool(e.fixes) and not e.verdict.allowed and backends.translate(engine.state, e.connection).problem is None
+
+
 def for_explanations(engine: Engine, explanations: Iterable[Explanation], *, radius: bool = True) -> tuple[Fix, ...]:
     """The merged fixes, or () when fewer than two of the drops have a fix (their own fix is the answer)."""
     seen: dict[tuple[str, str, int, str], backends.Target] = {}
     for e in explanations:
-        if not e.fixes or e.verdict.allowed:
-            continue  # no fix to merge: not a policy drop, another policy kind, nothing enforcing...
-        target = backends.translate(engine.state, e.connection)
-        if target.problem is None:
-            seen.setdefault(_key(e), target)
+        if mergeable(engine, e):
+            seen.setdefault(_key(e), backends.translate(engine.state, e.connection))
     if len(seen) < 2:
         return ()
     return fixes.combine(engine, list(seen.values()), radius=radius)
 
 
-def for_drops(engine: Engine, drops: Iterable[Mapping[str, Any]]) -> tuple[Fix, ...]:
-    """The merged fixes of stored drops (as the API lists them), re-explained on the current state.
+def for_drops(engine: Engine, drops: Iterable[Mapping[str, Any]]) -> tuple[tuple[Fix, ...], frozenset[str]]:
+    """The merged fixes of stored drops (as the API lists them), re-explained on the current state, and the
+    ids of the drops they cover.
 
     A drop whose flow cannot be read back (an older record) is left out of
     the merge; its own fix still stands under it.
     """
-    explained = []
+    explained: list[tuple[str, Explanation]] = []
     for d in drops:
         raw = d.get("explanation", {}).get("flow")
         if not isinstance(raw, Mapping):
             continue
         try:
             flow = codec.flow_from_json(raw)
-            explained.append(explaining.explain_flow(engine, flow, blast_radius=False))
+            explained.append((str(d.get("id", "")), explaining.explain_flow(engine, flow, blast_radius=False)))
         except (BadFlowRecord, explaining.UnexplainableFlow):
             continue
-    return for_explanations(engine, explained)
+    merged = for_explanations(engine, (e for _, e in explained))
+    covered = frozenset(i for i, e in explained if merged and mergeable(engine, e))
+    return merged, covered

@@ -64,7 +64,7 @@ def combine(engine: Engine, targets: Sequence[backends.Target], *, radius: bool 
                     continue
                 traces = tracing.trace_direction(cur, c, direction)
                 options = candidates.all_changes(cur, c, direction, traces, target)
-                best, best_radius = _best(cur, c, options, intended, radius=radius)
+                best, best_radius = _best(cur, c, direction, options, intended, radius=radius)
                 steps.append(best)
                 state = best.apply(state)
     if not steps:
@@ -99,8 +99,8 @@ def _intended(state: ClusterState, targets: Iterable[backends.Target]) -> list[C
     return out
 
 
-def _best(engine: Engine, conn: Connection, options: list[Change], intended: Sequence[Connection], *,
-          radius: bool) -> tuple[Change, BlastRadius | None]:
+def _best(engine: Engine, conn: Connection, direction: PolicyType, options: list[Change],
+          intended: Sequence[Connection], *, radius: bool) -> tuple[Change, BlastRadius | None]:
     """The candidate that opens least, then touches fewest objects, then writes fewest clauses.
 
     Candidates are tried cheapest-looking first, and each count stops as
@@ -109,10 +109,11 @@ def _best(engine: Engine, conn: Connection, options: list[Change], intended: Seq
     """
     ordered = sorted(enumerate(options), key=lambda o: (_selected_pods(engine.state, o[1]), o[1].objects,
                                                         o[1].clauses, o[0]))
+    admitting = [(i, c) for i, c in ordered if _admits(engine.state, c, conn, direction)] or ordered
     if not radius:
-        return ordered[0][1], None
+        return admitting[0][1], None
     best: tuple[tuple[int, int, int, int], Change, BlastRadius] | None = None
-    for order, change in ordered:
+    for order, change in admitting:
         tie = (change.objects, change.clauses, order)
         if best is not None and best[0][0] == 0 and tie > best[0][1:]:
             continue  # nothing opens less than nothing: only a simpler edit could still win
@@ -124,6 +125,12 @@ def _best(engine: Engine, conn: Connection, options: list[Change], intended: Seq
             best = (key, change, opened)
     assert best is not None
     return best[1], best[2]
+
+
+def _admits(state: ClusterState, change: Change, conn: Connection, direction: PolicyType) -> bool:
+    """A candidate is only one if, applied, it lets the connection through in its direction."""
+    after = change.apply(state)
+    return Engine(after).direction(_reresolve(after, conn), direction).allowed
 
 
 def _selected_pods(state: ClusterState, change: Change) -> int:
