@@ -132,6 +132,35 @@ class Service:
 
 
 @dataclass(frozen=True, slots=True)
+class SliceEndpoint:
+    """One endpoint of an EndpointSlice: the addresses of one backend and whether it is ready."""
+
+    addresses: tuple[str, ...]
+    ready: bool = True
+    """conditions.ready; the API says a missing value means ready."""
+    pod: str | None = None
+    """NAMESPACE/NAME of the targetRef when it is a Pod."""
+    node_name: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class EndpointSlice:
+    """discovery.k8s.io/v1 EndpointSlice: which pods (and ports) back a Service right now."""
+
+    namespace: str
+    name: str
+    service: str | None
+    """The kubernetes.io/service-name label: the Service (in the same namespace) it belongs to."""
+    endpoints: tuple[SliceEndpoint, ...] = ()
+    ports: tuple[tuple[str | None, int | None, str], ...] = ()
+    """(name, port, protocol) of each port; the port is already the backend's (targetPort resolved)."""
+
+    @property
+    def key(self) -> str:
+        return f"{self.namespace}/{self.name}"
+
+
+@dataclass(frozen=True, slots=True)
 class IPBlock:
     cidr: str
     except_: tuple[str, ...] = ()
@@ -185,40 +214,6 @@ class NetworkPolicy:
     """All but kubectl's last-applied-configuration (kubectl apply rewrites it; it would double the size)."""
     managers: tuple[str, ...] = ()
     """metadata.managedFields[].manager: who writes this object (Helm, Argo CD, Flux, kubectl...)."""
-
-    @property
-    def key(self) -> str:
-        return f"{self.namespace}/{self.name}"
-
-
-@dataclass(frozen=True, slots=True)
-class EndpointAddress:
-    """One endpoint of an EndpointSlice: its addresses and, for a pod, which one."""
-
-    addresses: tuple[str, ...]
-    ready: bool = True
-    """conditions.ready; unknown (absent) counts as ready, as kube-proxy does."""
-    pod: str | None = None
-    """namespace/name of targetRef when it is a Pod."""
-
-
-@dataclass(frozen=True, slots=True)
-class EndpointPort:
-    port: int
-    protocol: str = "TCP"
-    name: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class EndpointSlice:
-    """discovery.k8s.io/v1: where a Service really sends its traffic (a selector-less one included)."""
-
-    namespace: str
-    name: str
-    service: str | None
-    """The kubernetes.io/service-name label: which Service of the namespace this slice serves."""
-    endpoints: tuple[EndpointAddress, ...] = ()
-    ports: tuple[EndpointPort, ...] = ()
 
     @property
     def key(self) -> str:

@@ -12,6 +12,7 @@ from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
 from drop_explainer.cluster import objects as o
+from drop_explainer.cluster import slices
 from drop_explainer.cluster.errors import ObjectError
 
 T = TypeVar("T")
@@ -374,31 +375,11 @@ def parse_network_policy(data: Mapping[str, Any], obj: str) -> o.NetworkPolicy:
 _LAST_APPLIED = "kubectl.kubernetes.io/last-applied-configuration"
 
 
-def parse_endpoint_slice(data: Mapping[str, Any], obj: str) -> o.EndpointSlice:
-    f = _Fields(obj, data, "")
-    meta, ns, name = _namespaced(f)
-    endpoints = []
-    for e in f.items("endpoints"):
-        ready = e.sub("conditions").data.get("ready")
-        ref = e.opt_sub("targetRef")
-        pod = None
-        if ref is not None and ref.text("kind") == "Pod":
-            pod = f"{ref.text('namespace') or ns}/{ref.text('name', required=True)}"
-        endpoints.append(o.EndpointAddress(e.strs("addresses"), ready is not False, pod))
-    ports = []
-    for p in f.items("ports"):
-        number = p.port("port", names=False)
-        if isinstance(number, int):  # a port without number means "all ports": nothing to name in a rule
-            ports.append(o.EndpointPort(number, p.protocol(), p.text("name")))
-    service = meta.labels("labels").get("kubernetes.io/service-name")
-    return o.EndpointSlice(ns, name, service, tuple(endpoints), tuple(ports))
-
-
 PARSERS: dict[str, Callable[[Mapping[str, Any], str], object]] = {
     "Namespace": parse_namespace,
     "Pod": parse_pod,
     "Node": parse_node,
     "Service": parse_service,
     "NetworkPolicy": parse_network_policy,
-    "EndpointSlice": parse_endpoint_slice,
+    "EndpointSlice": slices.parse_endpoint_slice,
 }

@@ -31,14 +31,14 @@ class ClusterState:
     nodes: Mapping[str, o.Node]
     services: Mapping[str, o.Service]
     policies: Mapping[str, o.NetworkPolicy]
+    endpoint_slices: Mapping[str, o.EndpointSlice] = field(default_factory=dict)
+    """discovery.k8s.io/v1 EndpointSlices, when the state has them (a Service's ready backends)."""
     generation: int = field(default_factory=lambda: next(_generations))
     """Distinct for every snapshot built; caches key on it."""
     enforcer: Detection | None = None
     """Which component enforces policy (cluster/enforcer.py); None = not detected, nothing is said."""
     not_evaluated: tuple[NotEvaluated, ...] = ()
     """Policy objects of kinds loaded but not evaluated (Antrea-native): every answer names them."""
-    endpoint_slices: Mapping[str, o.EndpointSlice] = field(default_factory=dict)
-    """By namespace/name; empty when the state holds none (then a Service's backends come from its selector)."""
     pods_by_namespace: Mapping[str, tuple[o.Pod, ...]] = field(init=False)
     policies_by_namespace: Mapping[str, tuple[o.NetworkPolicy, ...]] = field(init=False)
     pod_by_ip: Mapping[str, o.Pod] = field(init=False)
@@ -46,6 +46,8 @@ class ClusterState:
     service_by_ip: Mapping[str, o.Service] = field(init=False)
     pods_by_name: Mapping[str, tuple[o.Pod, ...]] = field(init=False)
     services_by_namespace: Mapping[str, tuple[o.Service, ...]] = field(init=False)
+    slices_by_service: Mapping[str, tuple[o.EndpointSlice, ...]] = field(init=False)
+    """NAMESPACE/SERVICE -> its EndpointSlices."""
     pod_networks: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = field(init=False)
 
     def __post_init__(self) -> None:
@@ -77,6 +79,11 @@ class ClusterState:
         object.__setattr__(self, "service_by_ip", svc_ip)
         object.__setattr__(self, "services_by_namespace", {k: tuple(v) for k, v in svc_ns.items()})
         object.__setattr__(self, "pod_networks", nets)
+        by_svc: dict[str, list[o.EndpointSlice]] = defaultdict(list)
+        for sl in self.endpoint_slices.values():
+            if sl.service:
+                by_svc[f"{sl.namespace}/{sl.service}"].append(sl)
+        object.__setattr__(self, "slices_by_service", {k: tuple(v) for k, v in by_svc.items()})
 
     @classmethod
     def build(cls, objs: Iterable[object]) -> ClusterState:
@@ -107,7 +114,7 @@ class ClusterState:
         # that match on kubernetes.io/metadata.name, as the API server sets it.
         for name in {p.namespace for p in pods.values()} | {p.namespace for p in pols.values()}:
             ns.setdefault(name, o.Namespace(name, {"kubernetes.io/metadata.name": name}))
-        return cls(ns, pods, nodes, svcs, pols, endpoint_slices=slices)
+        return cls(ns, pods, nodes, svcs, pols, slices)
 
     def with_objects(self, *objs: object) -> ClusterState:
         """A new snapshot with these objects added or replacing their namesakes."""
@@ -168,11 +175,6 @@ class ClusterState:
     def namespace_labels(self, name: str) -> Mapping[str, str]:
         ns = self.namespaces.get(name)
         return ns.labels if ns is not None else {"kubernetes.io/metadata.name": name}
-
-    def slices_of(self, service_key: str) -> tuple[o.EndpointSlice, ...]:
-        """The EndpointSlices of one Service (namespace/name), by their kubernetes.io/service-name label."""
-        ns, _, name = service_key.partition("/")
-        return tuple(s for s in self.endpoint_slices.values() if s.namespace == ns and s.service == name)
 
     def in_pod_network(self, ip: str) -> bool:
         addr = ipaddress.ip_address(ip)

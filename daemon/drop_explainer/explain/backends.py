@@ -65,7 +65,7 @@ def selector_of(svc: Service) -> LabelSelector:
 
 def _slice_port(s: EndpointSlice, sp: ServicePort) -> int | None:
     # A slice names its ports after the Service's; an unnamed single port has no name on either side.
-    return next((p.port for p in s.ports if p.name == sp.name and p.protocol == sp.protocol), None)
+    return next((port for name, port, proto in s.ports if name == sp.name and proto == sp.protocol), None)
 
 
 def backends(state: ClusterState, svc: Service, sp: ServicePort) -> list[tuple[Subject, int]]:
@@ -75,7 +75,7 @@ def backends(state: ClusterState, svc: Service, sp: ServicePort) -> list[tuple[S
     holds them; otherwise the selector stands for them (the pods it selects,
     with the targetPort resolved per pod: a named targetPort may differ).
     """
-    slices = state.slices_of(svc.key)
+    slices = state.slices_by_service.get(svc.key, ())
     out: list[tuple[Subject, int]] = []
     if slices:
         for s in slices:
@@ -138,7 +138,7 @@ def _through_service(state: ClusterState, conn: Connection, svc: Service) -> Tar
         return Target((), svc, f"Service {svc.key} has no port {conn.protocol} {conn.port} (its ports: {listed})")
     found = backends(state, svc, sp)
     if not found:
-        if svc.selector is None and not state.slices_of(svc.key):
+        if svc.selector is None and not state.slices_by_service.get(svc.key):
             where = ("kubectl get endpointslice -n default -l kubernetes.io/service-name=kubernetes"
                      if svc.key == APISERVER else f"its EndpointSlices (kubernetes.io/service-name={svc.name})")
             why = (f"Service {svc.key} has no selector and the state holds no EndpointSlice for it, so the "

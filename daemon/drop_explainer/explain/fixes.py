@@ -28,6 +28,12 @@ peer_for = candidates.peer_for
 workload_selector = candidates.workload_selector
 
 
+def derived(engine: Engine, state: ClusterState) -> Engine:
+    """An engine over a changed state that judges as ``engine`` does (its CNI profile too, where it has one)."""
+    extra: tuple[object, ...] = (engine.profile,) if hasattr(engine, "profile") else ()
+    return type(engine)(state, *extra)
+
+
 def unresolved(engine: Engine, conn: Connection) -> str | None:
     """Why no fix can be written for ``conn`` (a Service without backends, unknown addresses), or None."""
     return backends.translate(engine.state, conn).problem
@@ -58,7 +64,7 @@ def combine(engine: Engine, targets: Sequence[backends.Target], *, radius: bool 
     for target in targets:
         for conn in target.connections:
             for direction in (PolicyType.EGRESS, PolicyType.INGRESS):
-                cur = Engine(state)
+                cur = derived(engine, state)
                 c = _reresolve(state, conn)
                 if cur.direction(c, direction).allowed:
                     continue
@@ -69,7 +75,7 @@ def combine(engine: Engine, targets: Sequence[backends.Target], *, radius: bool 
                 state = best.apply(state)
     if not steps:
         return ()
-    after = Engine(state)
+    after = derived(engine, state)
     verified = all(after.evaluate(_reresolve(state, c)).allowed for c in conns)
     opened = None
     if verified and radius:
@@ -109,7 +115,7 @@ def _best(engine: Engine, conn: Connection, direction: PolicyType, options: list
     """
     ordered = sorted(enumerate(options), key=lambda o: (_selected_pods(engine.state, o[1]), o[1].objects,
                                                         o[1].clauses, o[0]))
-    admitting = [(i, c) for i, c in ordered if _admits(engine.state, c, conn, direction)] or ordered
+    admitting = [(i, c) for i, c in ordered if _admits(engine, c, conn, direction)] or ordered
     if not radius:
         return admitting[0][1], None
     best: tuple[tuple[int, int, int, int], Change, BlastRadius] | None = None
@@ -117,7 +123,7 @@ def _best(engine: Engine, conn: Connection, direction: PolicyType, options: list
         tie = (change.objects, change.clauses, order)
         if best is not None and best[0][0] == 0 and tie > best[0][1:]:
             continue  # nothing opens less than nothing: only a simpler edit could still win
-        after = Engine(change.apply(engine.state))
+        after = derived(engine, change.apply(engine.state))
         opened = blast.blast_radius(engine, after, conn, [change], intended=intended,
                                     limit=None if best is None else best[0][0])
         key = (opened.count, *tie)
@@ -127,10 +133,10 @@ def _best(engine: Engine, conn: Connection, direction: PolicyType, options: list
     return best[1], best[2]
 
 
-def _admits(state: ClusterState, change: Change, conn: Connection, direction: PolicyType) -> bool:
+def _admits(engine: Engine, change: Change, conn: Connection, direction: PolicyType) -> bool:
     """A candidate is only one if, applied, it lets the connection through in its direction."""
-    after = change.apply(state)
-    return Engine(after).direction(_reresolve(after, conn), direction).allowed
+    after = change.apply(engine.state)
+    return derived(engine, after).direction(_reresolve(after, conn), direction).allowed
 
 
 def _selected_pods(state: ClusterState, change: Change) -> int:

@@ -137,9 +137,9 @@ def _is_apiserver(engine: Engine, conn: Connection, flow: Flow | None) -> bool:
         return False
     if conn.destination.ip in api.cluster_ips and any(sp.port == conn.port for sp in api.ports):
         return True
-    slices = engine.state.slices_of(api.key)
+    slices = engine.state.slices_by_service.get(api.key, ())
     if slices:
-        return any(conn.destination.ip in ep.addresses and any(p.port == conn.port for p in s.ports)
+        return any(conn.destination.ip in ep.addresses and any(port == conn.port for _, port, _ in s.ports)
                    for s in slices for ep in s.endpoints)
     # No EndpointSlice to check against: a control-plane node on the Service's targetPort.
     node = conn.destination.node
