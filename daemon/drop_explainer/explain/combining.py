@@ -26,8 +26,18 @@ def _key(e: Explanation) -> tuple[str, str, int, str]:
 
 
 def mergeable(engine: Engine, e: Explanation) -> bool:
-    """Has a fix of its own to merge (not a non-policy drop, another policy kind, nothing enforcing...)."""
-    return bool(e.fixes) and not e.verdict.allowed and backends.translate(engine.state, e.connection).problem is None
+    """Has a fix of its own that planning can redo: NetworkPolicy edits and namespace labels only.
+
+    Not a non-policy drop, another policy kind, nothing enforcing; nor a fix
+    of another kind of object (a CNI's own policy for node traffic), which
+    stays with its drop.
+    """
+    if not e.fixes or e.verdict.allowed:
+        return False
+    if not all(o.get("kind") == "NetworkPolicy" and o.get("apiVersion") == "networking.k8s.io/v1"
+               for f in e.fixes for o in f.objects):
+        return False
+    return backends.translate(engine.state, e.connection).problem is None
 
 
 def for_explanations(engine: Engine, explanations: Iterable[Explanation], *, radius: bool = True) -> tuple[Fix, ...]:
@@ -38,7 +48,9 @@ def for_explanations(engine: Engine, explanations: Iterable[Explanation], *, rad
             seen.setdefault(_key(e), backends.translate(engine.state, e.connection))
     if len(seen) < 2:
         return ()
-    return fixes.combine(engine, list(seen.values()), radius=radius)
+    merged = fixes.combine(engine, list(seen.values()), radius=radius)
+    # A merged change that the engine does not confirm is no better than the drops' own fixes: none is shown.
+    return merged if merged and all(f.verified for f in merged) else ()
 
 
 def for_drops(engine: Engine, drops: Iterable[Mapping[str, Any]]) -> tuple[tuple[Fix, ...], frozenset[str]]:
