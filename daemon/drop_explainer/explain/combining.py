@@ -18,6 +18,9 @@ from drop_explainer.flows import codec
 from drop_explainer.flows.codec import BadFlowRecord
 from drop_explainer.policy.engine import Engine
 
+MAX_MERGED = 100
+"""Drops merged into one plan at most: each costs a re-explanation and a ranked plan, on a request."""
+
 
 def _key(e: Explanation) -> tuple[str, str, int, str]:
     c = e.connection
@@ -62,6 +65,8 @@ def for_drops(engine: Engine, drops: Iterable[Mapping[str, Any]]) -> tuple[tuple
     """
     explained: list[tuple[str, Explanation]] = []
     for d in drops:
+        if len(explained) >= MAX_MERGED:
+            break  # the rest keep their own fixes; the answer says how many the merged change covers
         raw = d.get("explanation", {}).get("flow")
         if not isinstance(raw, Mapping):
             continue
