@@ -185,7 +185,8 @@ def _policy_fix(kind: str, summary: str, old: NetworkPolicy | None, new: Network
     ops = manifests.json_patch(old, new)
     patch = (f"kubectl patch networkpolicy {new.name} -n {new.namespace} --type=json -p "
              f"'{json.dumps(ops, separators=(',', ':'))}'\n")
-    full = "# or, replacing the whole object (made from the state as read; a change made to it since is lost):\nkubectl apply -f - <<'EOF'\n" + yaml + "EOF\n"
+    full = ("# or, replacing the whole object (made from the state as read; a change made to it since is lost):\n"
+            "kubectl apply -f - <<'EOF'\n" + yaml + "EOF\n")
     managed = manifests.managed_by(old)
     if managed is not None:
         apply = (f"# {new.key} looks managed by {managed}: a kubectl change is undone at its next sync or "

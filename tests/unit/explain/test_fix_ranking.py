@@ -140,7 +140,7 @@ def test_managed_policy_is_named_and_its_labels_kept(meta: dict[str, object], ma
         assert obj["metadata"]["annotations"][key] == value
     if managed is None:
         assert fix.apply.startswith("kubectl patch networkpolicy server-only -n b --type=json -p ")
-        assert "# or, replacing the whole object (made from the state as read; a change made to it since is lost):" in fix.apply
+        assert "# or, replacing the whole object (made from the state as read" in fix.apply
     else:
         assert f"looks managed by {managed}" in fix.apply
         assert "Put this in its source:" in fix.apply
