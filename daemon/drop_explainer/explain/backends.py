@@ -41,14 +41,24 @@ class Target:
     @property
     def dns(self) -> bool:
         """Port 53 of a Service: name lookups use UDP and fall back to TCP, so a fix allows both."""
-        return self.service is not None and any(c.port == DNS_PORT for c in self.connections)
+        return bool(self.dns_ports())
+
+    def dns_ports(self) -> tuple[int, ...]:
+        """The backends' ports behind the Service's port 53 (53 for kube-dns, 5353 for some), when asked for one."""
+        if self.service is None or not self.connections:
+            return ()
+        first = self.connections[0]
+        pod = first.destination.pod
+        numbers = {n for sp in self.service.ports if sp.port == DNS_PORT and pod is not None
+                   for n in (target_number(pod, sp),) if n is not None}
+        return tuple(sorted(numbers)) if first.port in numbers else ()
 
 
 def service_port(svc: Service, port: int, protocol: str) -> ServicePort | None:
     return next((sp for sp in svc.ports if sp.port == port and sp.protocol == protocol), None)
 
 
-def _target_number(pod: Pod, sp: ServicePort) -> int | None:
+def target_number(pod: Pod, sp: ServicePort) -> int | None:
     return sp.target_port if isinstance(sp.target_port, int) else ports.named_port(pod, sp.target_port, sp.protocol)
 
 
@@ -89,7 +99,7 @@ def backends(state: ClusterState, svc: Service, sp: ServicePort) -> list[tuple[S
     if svc.selector is None:
         return out
     for pod in _selected(state, svc):
-        number = _target_number(pod, sp)
+        number = target_number(pod, sp)
         if number is not None:
             out.append((endpoints.pod_subject(state, pod), number))
     return out
@@ -99,7 +109,7 @@ def service_of_backend(state: ClusterState, pod: Pod, port: int, protocol: str) 
     """The one Service whose selector picks ``pod`` and forwards to ``port``; None when none or several do."""
     found = [svc for svc in state.services_by_namespace.get(pod.namespace, ())
              if svc.selector and selectors.matches(selector_of(svc), pod.labels)
-             and any(sp.protocol == protocol and _target_number(pod, sp) == port for sp in svc.ports)]
+             and any(sp.protocol == protocol and target_number(pod, sp) == port for sp in svc.ports)]
     return found[0] if len(found) == 1 else None
 
 

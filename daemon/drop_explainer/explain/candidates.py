@@ -117,8 +117,9 @@ def target_peers(state: ClusterState, other: Subject, policy_ns: str, target: Ta
 
 
 def target_ports(conn: Connection, target: Target | None) -> tuple[PolicyPort, ...]:
-    if target is not None and target.dns:
-        return (PolicyPort("UDP", 53), PolicyPort("TCP", 53))
+    dns = target.dns_ports() if target is not None else ()
+    if dns:
+        return tuple(PolicyPort(proto, n) for n in dns for proto in ("UDP", "TCP"))
     if target is not None and target.apiserver:
         return tuple(sorted({PolicyPort(c.protocol, c.port) for c in target.connections},
                             key=lambda p: (p.protocol, str(p.port))))

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 from drop_explainer.cluster.objects import IPBlock, NetworkPolicy, Operator, Pod, PolicyType, Requirement, Rule, Service
 from drop_explainer.cluster.state import ClusterState
+from drop_explainer.explain import backends
 from drop_explainer.explain.model import Clause, PolicyTrace, Trap
 from drop_explainer.flows.model import EndpointKind, Flow
 from drop_explainer.policy import ports, selectors
@@ -98,14 +99,17 @@ def _egress_traps(engine: Engine, conn: Connection, flow: Flow | None) -> Iterat
     dst = conn.destination
     src = conn.source.pod.key if conn.source.pod else conn.source.describe()
     rules = _egress_rules(engine, conn)
-    if conn.port == 53 and conn.protocol in ("UDP", "TCP") and not any(
-            ports.ports_match(r.ports, 53, conn.protocol, None) for _, r in rules):
+    # Port 53, or the port a Service's port 53 forwards to (some resolvers listen on 5353).
+    dns = conn.port == 53 or backends.translate(engine.state, conn).dns
+    p = conn.port
+    if dns and conn.protocol in ("UDP", "TCP") and not any(
+            ports.ports_match(r.ports, p, conn.protocol, None) for _, r in rules):
         other = "TCP" if conn.protocol == "UDP" else "UDP"
-        half = any(ports.ports_match(r.ports, 53, other, None) for _, r in rules)
-        hint = f" (the policies allow {other} 53 but not {conn.protocol} 53)" if half else ""
-        yield _trap("dns-egress", f"egress of {src} to {dst.describe()} {conn.protocol}/53 is denied and no egress "
-                    f"rule of the policies isolating it admits {conn.protocol} 53 anywhere{hint}; name lookups fail "
-                    "before any connection is tried (allow UDP and TCP 53 to kube-dns)")
+        half = any(ports.ports_match(r.ports, p, other, None) for _, r in rules)
+        hint = f" (the policies allow {other} {p} but not {conn.protocol} {p})" if half else ""
+        yield _trap("dns-egress", f"egress of {src} to {dst.describe()} {conn.protocol}/{p} is denied and no egress "
+                    f"rule of the policies isolating it admits {conn.protocol} {p} anywhere{hint}; name lookups fail "
+                    "before any connection is tried (allow UDP and TCP to the DNS pods)")
     names = f" ({', '.join(flow.destination_names)})" if flow is not None and flow.destination_names else ""
     world = flow is not None and flow.destination.kind is EndpointKind.WORLD
     outside = dst.kind is SubjectKind.EXTERNAL or (world and dst.kind in (SubjectKind.EXTERNAL,

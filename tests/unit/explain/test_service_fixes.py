@@ -158,3 +158,33 @@ spec: {podSelector: {}, policyTypes: [Ingress]}
     assert all(f.verified for f in expl.fixes)
     ingress = next(f for f in expl.fixes if f.target == "networkpolicy b/deny").objects[0]["spec"]["ingress"]
     assert ingress[-1]["ports"] == [{"protocol": "TCP", "port": 8080}]
+
+
+def test_dns_on_another_target_port_is_allowed_on_udp_and_tcp_of_that_port() -> None:
+    """A resolver Service on 53 forwarding to 5353 (as some distributions run it): the fix names 5353 both ways."""
+    state = _state(DENY_EGRESS, """
+kind: Namespace
+metadata: {name: dns}
+---
+kind: Pod
+metadata: {name: resolver-1, namespace: dns, labels: {dns.operator/daemonset: default}}
+spec:
+  nodeName: n1
+  containers:
+  - name: dns
+    ports: [{name: dns, containerPort: 5353, protocol: UDP}, {name: dns-tcp, containerPort: 5353}]
+status: {phase: Running, podIP: 10.1.1.60, hostIP: 192.168.0.1}
+---
+kind: Service
+metadata: {name: dns-default, namespace: dns}
+spec:
+  selector: {dns.operator/daemonset: default}
+  clusterIP: 10.96.0.11
+  ports: [{name: dns, port: 53, protocol: UDP, targetPort: dns}, {name: dns-tcp, port: 53, targetPort: dns-tcp}]
+""")
+    for dst, port in (("10.96.0.11", 53), ("dns/resolver-1", 5353)):
+        expl = _explain(state, "a/client", dst, port, "UDP")
+        assert [f.verified for f in expl.fixes] == [True]
+        assert _egress_rules(expl)[-1]["ports"] == [{"protocol": "UDP", "port": 5353},
+                                                    {"protocol": "TCP", "port": 5353}]
+        assert "dns-egress" in [t.id for t in expl.traps]
