@@ -90,8 +90,15 @@ def _session(ctx: Context) -> aiohttp.ClientSession:
     return ctx.session
 
 
-async def _drops(request: web.Request, title: str, f: DropFilter, *, node: str | None = None) -> web.Response:
-    """Local answer, one peer's answer (node given), or everyone's merged."""
+async def _drops(request: web.Request, title: str, f: DropFilter, *, node: str | None = None,
+                 merge: bool = False) -> web.Response:
+    """Local answer, one peer's answer (node given), or everyone's merged.
+
+    ``merge``: the answer about one pod or one policy also carries its drops'
+    fixes merged, one change per policy. Not for the namespace and cluster
+    lists: polled by dashboards, they would re-plan on every request, and
+    each drop's own patch composes anyway.
+    """
     ctx = _ctx(request)
     query = {k: v for k, v in request.query.items() if k not in ("scope", "format")}
     missing: list[str] = []
@@ -113,7 +120,7 @@ async def _drops(request: web.Request, title: str, f: DropFilter, *, node: str |
         missing = out.missing
     data: dict[str, Any] = {"drops": drops, "nodes_missing": missing}
     # Checked on the current state, off the event loop: the merge re-explains every drop shown.
-    merged, covered = await asyncio.to_thread(combining.for_drops, ctx.engine(), drops)
+    merged, covered = await asyncio.to_thread(combining.for_drops, ctx.engine(), drops) if merge else ((), frozenset())
     if merged:
         data["fixes_for_all"] = [rendering.fix_json(f) for f in merged]
         data["fixes_for_all_drops"] = sorted(covered)
@@ -163,7 +170,7 @@ async def _pod(request: web.Request, ns: str, pod: str, extra: frozenset[str] = 
     live = ctx.engine().state.pods.get(f"{ns}/{pod}")
     node = live.node_name if live is not None else None
     # A pod that is gone (or not scheduled) has its history wherever it ran: ask everyone.
-    return await _drops(request, f"Drops of pod {ns}/{pod}", f, node=node or None)
+    return await _drops(request, f"Drops of pod {ns}/{pod}", f, node=node or None, merge=True)
 
 
 async def namespace_drops(request: web.Request) -> web.Response:
@@ -183,7 +190,7 @@ async def policy_drops(request: web.Request) -> web.Response:
         raise BadRequest("policy is given by the path here")
     query["policy"] = f"{ns}/{name}"
     f = params.drop_filter(query)
-    return await _drops(request, f"Drops decided by policy {ns}/{name}", f)
+    return await _drops(request, f"Drops decided by policy {ns}/{name}", f, merge=True)
 
 
 async def drop_by_id(request: web.Request) -> web.Response:

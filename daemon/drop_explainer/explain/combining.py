@@ -9,6 +9,7 @@ every drop at once.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -18,8 +19,8 @@ from drop_explainer.flows import codec
 from drop_explainer.flows.codec import BadFlowRecord
 from drop_explainer.policy.engine import Engine
 
-MAX_MERGED = 100
-"""Drops merged into one plan at most: each costs a re-explanation and a ranked plan, on a request."""
+MAX_MERGED = 20
+"""Drops merged into one plan at most: each is a planning step, on a request; the rest keep their own fixes."""
 
 
 def _key(e: Explanation) -> tuple[str, str, int, str]:
@@ -57,24 +58,61 @@ def for_explanations(engine: Engine, explanations: Iterable[Explanation], *, rad
 
 
 def for_drops(engine: Engine, drops: Iterable[Mapping[str, Any]]) -> tuple[tuple[Fix, ...], frozenset[str]]:
-    """The merged fixes of stored drops (as the API lists them), re-explained on the current state, and the
-    ids of the drops they cover.
+    """The merged fixes of stored drops (as the API lists them), planned on the current state, and the ids of
+    the drops they cover.
 
-    A drop whose flow cannot be read back (an older record) is left out of
-    the merge; its own fix still stands under it.
+    Answered on a request, so it is kept cheap: each drop's connection is
+    read back from its flow (not explained again), candidates are ranked by
+    the cheap stand-in and only the merged change's blast radius is counted;
+    the same drops on the same snapshot are answered from a small cache. A
+    drop whose flow cannot be read back (an older record) is left out; its
+    own fix still stands under it.
     """
-    explained: list[tuple[str, Explanation]] = []
+    targets: dict[str, backends.Target] = {}
     for d in drops:
-        if len(explained) >= MAX_MERGED:
+        if len(targets) >= MAX_MERGED:
             break  # the rest keep their own fixes; the answer says how many the merged change covers
-        raw = d.get("explanation", {}).get("flow")
-        if not isinstance(raw, Mapping):
-            continue
-        try:
-            flow = codec.flow_from_json(raw)
-            explained.append((str(d.get("id", "")), explaining.explain_flow(engine, flow, blast_radius=False)))
-        except (BadFlowRecord, explaining.UnexplainableFlow):
-            continue
-    merged = for_explanations(engine, (e for _, e in explained))
-    covered = frozenset(i for i, e in explained if merged and mergeable(engine, e))
-    return merged, covered
+        target = _stored_target(engine, d)
+        if target is not None:
+            targets[str(d.get("id", ""))] = target
+    key = (engine.state.generation, tuple(sorted(targets)))
+    with _LOCK:
+        hit = _CACHE.get(key)
+    if hit is not None:
+        return hit
+    merged: tuple[Fix, ...] = ()
+    if len(targets) >= 2:
+        merged = fixes.combine(engine, list(targets.values()), radius=True, rank_by_radius=False)
+        if not all(f.verified for f in merged):
+            merged = ()
+    answer = (merged, frozenset(targets) if merged else frozenset())
+    with _LOCK:  # requests are answered in worker threads
+        while len(_CACHE) >= _CACHE_SIZE:
+            _CACHE.pop(next(iter(_CACHE)))
+        _CACHE[key] = answer
+    return answer
+
+
+_CACHE: dict[tuple[int, tuple[str, ...]], tuple[tuple[Fix, ...], frozenset[str]]] = {}
+_CACHE_SIZE = 16
+_LOCK = threading.Lock()
+
+
+def _stored_target(engine: Engine, d: Mapping[str, Any]) -> backends.Target | None:
+    """The connection of a stored drop, if its stored explanation has a fix that planning can redo."""
+    expl = d.get("explanation", {})
+    raw = expl.get("flow")
+    stored = expl.get("fixes") or []
+    if not isinstance(raw, Mapping) or not stored or "datapath_reason" in expl or "not_enforced" in expl:
+        return None
+    if not all(o.get("kind") == "NetworkPolicy" and o.get("apiVersion") == "networking.k8s.io/v1"
+               for f in stored for o in f.get("objects", [])):
+        return None
+    try:
+        conn, _ = explaining.flow_connection(engine, codec.flow_from_json(raw))
+    except (BadFlowRecord, explaining.UnexplainableFlow):
+        return None
+    if engine.evaluate(conn).allowed:
+        return None  # allowed on the current state: nothing left to fix
+    target = backends.translate(engine.state, conn)
+    return target if target.problem is None else None

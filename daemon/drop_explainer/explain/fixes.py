@@ -54,8 +54,15 @@ def plan(engine: Engine, conn: Connection, traces: tuple[PolicyTrace, ...] = (),
     return combine(engine, [target], radius=radius)
 
 
-def combine(engine: Engine, targets: Sequence[backends.Target], *, radius: bool = True) -> tuple[Fix, ...]:
-    """One change per object admitting every connection of every target, checked together."""
+def combine(engine: Engine, targets: Sequence[backends.Target], *, radius: bool = True,
+            rank_by_radius: bool | None = None) -> tuple[Fix, ...]:
+    """One change per object admitting every connection of every target, checked together.
+
+    ``rank_by_radius`` (default: ``radius``) ranks each step's candidates by
+    their exact blast radius; off, they are ranked by the cheap stand-in and
+    only the final change's radius is counted, once.
+    """
+    rank = radius if rank_by_radius is None else rank_by_radius
     conns = [c for t in targets for c in t.connections]
     intended = _intended(engine.state, targets)
     state = engine.state
@@ -70,7 +77,7 @@ def combine(engine: Engine, targets: Sequence[backends.Target], *, radius: bool 
                     continue
                 traces = tracing.trace_direction(cur, c, direction)
                 options = candidates.all_changes(cur, c, direction, traces, target)
-                best, best_radius = _best(cur, c, direction, options, intended, radius=radius)
+                best, best_radius = _best(cur, c, direction, options, intended, radius=rank)
                 steps.append(best)
                 state = best.apply(state)
     if not steps:
