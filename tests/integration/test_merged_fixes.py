@@ -20,7 +20,9 @@ from drop_explainer.policy.engine import Connection, Engine
 from drop_explainer.testing.hubble_server import FakeHubbleServer, load_responses
 from tests.daemon_support import eventually, get_json, http_get, run_settings
 from tests.integration.test_daemon import FLOWS, INCIDENT, _with_history, incident_daemon
-from tests.unit.explain.test_fixes_work import _docs, apply_fixes
+from drop_explainer.explain import backends
+from drop_explainer.explain.model import BlastRadius
+from tests.unit.explain.test_fixes_work import _build, _docs, apply_fixes, brute_force, intended
 
 
 async def _merged(port: int) -> Any:
@@ -57,6 +59,14 @@ async def test_pod_b_drops_answer_gives_one_change_per_policy_that_fixes_every_d
             conn, _ = flow_connection(engine, codec.flow_from_json(drop["explanation"]["flow"]))
             assert engine.evaluate(Connection(conn.source, conn.destination, conn.port, conn.protocol)).allowed, \
                 (form, drop["signature"])
+    # The merged change's blast radius is the brute-force count of what it newly allows.
+    before = _build(raw)
+    targets = [backends.translate(before, flow_connection(Engine(before), codec.flow_from_json(
+        d["explanation"]["flow"]))[0]) for d in body["drops"]]
+    radius = BlastRadius(**body["fixes_for_all"][0]["blast_radius"])
+    answer = [c for t in targets for c in t.connections]
+    assert radius.count == brute_force(before, apply_fixes(raw, merged, form="full"), answer,
+                                       intended(before, targets))
     # Each drop's own patch appends: applied one after the other they no longer undo each other,
     # where their full objects (the reproduction) do: the last one written drops the first one's rule.
     own = [_fix(f) for d in body["drops"] for f in d["explanation"]["fixes"]]
