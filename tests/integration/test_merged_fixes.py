@@ -13,15 +13,14 @@ from __future__ import annotations
 
 from typing import Any
 
+from drop_explainer.explain import backends
 from drop_explainer.explain.explaining import flow_connection
-from drop_explainer.explain.model import Fix
+from drop_explainer.explain.model import BlastRadius, Fix
 from drop_explainer.flows import codec
 from drop_explainer.policy.engine import Connection, Engine
 from drop_explainer.testing.hubble_server import FakeHubbleServer, load_responses
 from tests.daemon_support import eventually, get_json, http_get, run_settings
 from tests.integration.test_daemon import FLOWS, INCIDENT, _with_history, incident_daemon
-from drop_explainer.explain import backends
-from drop_explainer.explain.model import BlastRadius
 from tests.unit.explain.test_fixes_work import _build, _docs, apply_fixes, brute_force, intended
 
 
