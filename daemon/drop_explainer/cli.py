@@ -23,7 +23,8 @@ from drop_explainer import app, demo, logs, settings
 from drop_explainer.cluster.errors import StateError
 from drop_explainer.cluster.loading import load_state
 from drop_explainer.cluster.state import ClusterState
-from drop_explainer.explain import enforcement, explaining, grouping, rendering
+from drop_explainer.explain import combining, enforcement, explaining, grouping, rendering
+from drop_explainer.explain.model import Fix
 from drop_explainer.flows.model import Flow
 from drop_explainer.policy import queries
 from drop_explainer.policy.engine import Engine
@@ -177,11 +178,16 @@ def cmd_explain(args: argparse.Namespace, out: TextIO) -> int:
                 yield reports.count(item)
 
     grouped = grouping.group_drops(engine, flows())
+    merged = combining.for_explanations(engine, (g.explanation for g in grouped.groups))
     if args.output == "json":
         for g in grouped.groups:
             out.write(json.dumps(group_json(g), separators=(",", ":")) + "\n")
+        if merged:
+            # A last line of another shape: the one change per policy that admits every group above.
+            out.write(json.dumps({"fixes_for_all": [rendering.fix_json(f) for f in merged]},
+                                 separators=(",", ":")) + "\n")
     else:
-        out.write(groups_text(grouped))
+        out.write(groups_text(grouped, merged))
     for m in malformed:
         print(f"drop-explainer: {args.flows}: skipped malformed {m}", file=sys.stderr)
     return 0
@@ -202,7 +208,7 @@ def _iso(ns: int) -> str:
     return datetime.fromtimestamp(ns / 1e9, tz=UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-def groups_text(grouped: grouping.Grouped) -> str:
+def groups_text(grouped: grouping.Grouped, merged: tuple[Fix, ...] = ()) -> str:
     parts = []
     for g in grouped.groups:
         src, dst, port, proto, direction = g.signature
@@ -211,6 +217,9 @@ def groups_text(grouped: grouping.Grouped) -> str:
         parts.append(head + "\n" + rendering.explanation_text(g.explanation))
     if not parts:
         parts.append("No dropped flows in this file.\n")
+    if merged:
+        parts.append(f"== All {len(grouped.groups)} kinds of drop above: the fixes of each, merged\n"
+                     + "\n".join(rendering.fixes_text(merged, what="every drop above")))
     if grouped.unexplainable:
         parts.append(f"{len(grouped.unexplainable)} dropped flow(s) could not be explained: "
                      + "; ".join(sorted(set(grouped.unexplainable))) + "\n")

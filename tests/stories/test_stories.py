@@ -113,9 +113,12 @@ def test_story_flows_are_grouped_and_explained(state_dir: Path, name: str) -> No
     code, text = _run("explain", "--state", str(state_dir), "--flows", flows)
     assert code == 0
     _, raw = _run("explain", "--state", str(state_dir), "--flows", flows, "-o", "json")
-    groups = [json.loads(line) for line in raw.splitlines()]
+    lines = [json.loads(line) for line in raw.splitlines()]
+    groups = [g for g in lines if "fixes_for_all" not in g]
+    merged = [g["fixes_for_all"] for g in lines if "fixes_for_all" in g]
     assert len(groups) == len(case["expect_groups"])
     state = load_state(state_dir)
+    queries_of = []
     for group, expect in zip(groups, case["expect_groups"], strict=True):
         sig = group["signature"]
         assert [sig["source_workload"], sig["destination"], sig["port"], sig["protocol"], sig["direction"]] == \
@@ -124,5 +127,10 @@ def test_story_flows_are_grouped_and_explained(state_dir: Path, name: str) -> No
         conn = group["explanation"]["connection"]
         ends = [(e.get("namespace", "") + "/" + e["pod"]) if "pod" in e else e["ip"]
                 for e in (conn["source"], conn["destination"])]
-        _check(group["explanation"], expect, text, state, queries.Query(ends[0], ends[1], conn["port"],
-                                                                         conn["protocol"]))
+        query = queries.Query(ends[0], ends[1], conn["port"], conn["protocol"])
+        _check(group["explanation"], expect, text, state, query)
+        queries_of.append(query)
+    for fixes in merged:  # the one change per object for all groups: every group's connection allowed by it
+        assert "apply this one change" in text or "apply these" in text
+        fixed = Engine(_apply_fixes(state, fixes))
+        assert all(fixed.evaluate(queries.connection(fixed.state, q)).allowed for q in queries_of)

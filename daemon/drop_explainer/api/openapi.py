@@ -95,7 +95,11 @@ _DROP = {
 }
 _LIST = {"type": "object", "required": ["drops", "nodes_missing"], "properties": {
     "drops": {"type": "array", "items": {"$ref": "#/components/schemas/Drop"}},
-    "nodes_missing": {"type": "array", "items": _STR, "description": "Instances that did not answer in time."}}}
+    "nodes_missing": {"type": "array", "items": _STR, "description": "Instances that did not answer in time."},
+    "fixes_for_all": {"type": "array", "items": {"type": "object"},
+                      "description": "With two or more drops that have a fix: their fixes planned together on the "
+                                     "current state, one change per object, checked against every drop they cover."},
+    "fixes_for_all_drops": {"type": "array", "items": _STR, "description": "Ids of the drops fixes_for_all covers."}}}
 _ERROR = {"type": "object", "required": ["error"], "properties": {
     "error": {"type": "string", "minLength": 1, "description": "What was wrong, in words."},
     "candidates": {"type": "array", "items": _STR, "description": "With 409: the namespaces holding the name."}}}

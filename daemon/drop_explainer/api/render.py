@@ -75,7 +75,7 @@ def drop_json(r: DropRecordLike, *, samples: Iterable[Mapping[str, Any]] = (), w
     return out
 
 
-def drop_text(d: Mapping[str, Any]) -> str:
+def drop_text(d: Mapping[str, Any], *, own_fix: bool = True) -> str:
     sig = d["signature"]
     when = f"first {d['first_seen']}, last {d['last_seen']}"
     how = f"{d['flows']} dropped flow(s), {d['connections']} connection attempt(s)"
@@ -83,14 +83,23 @@ def drop_text(d: Mapping[str, Any]) -> str:
         how += f" ({d['window']['flows']} in the asked window)"
     head = (f"=== {sig['source_workload']} -> {sig['destination']} {sig['protocol']}/{sig['port']} "
             f"({sig['direction']}) [id {d['id']}]\n{how}; {when}; nodes: {', '.join(d['nodes']) or '?'}\n")
-    return head + str(d["explanation_text"])
+    text = str(d["explanation_text"])
+    cut = text.find("\nFix (")
+    if not own_fix and cut >= 0:
+        # The fix of this drop alone would undo another's: the merged one at the end replaces it.
+        text = text[: cut + 1] + "Fix: see the one change for all drops shown, at the end.\n"
+    return head + text
 
 
-def list_text(title: str, drops: Sequence[Mapping[str, Any]], missing: Sequence[str] = ()) -> str:
+def list_text(title: str, drops: Sequence[Mapping[str, Any]], missing: Sequence[str] = (), *,
+              merged: str = "", covered: frozenset[str] = frozenset()) -> str:
     parts = [f"{title}: {len(drops)} kind(s) of drop\n"]
     if missing:
         parts.append(f"WARNING: no answer from node(s) {', '.join(missing)}; their drops are not shown.\n")
     if not drops:
         parts.append("No drops recorded.\n")
-    parts += [drop_text(d) for d in drops]
+    parts += [drop_text(d, own_fix=d["id"] not in covered) for d in drops]
+    if merged:
+        which = "All drops shown" if len(covered) == len(drops) else f"{len(covered)} of the {len(drops)} drops shown"
+        parts.append(f"=== {which}: one change per object admits every one of them\n{merged}")
     return "\n".join(parts)

@@ -25,7 +25,7 @@ from drop_explainer.api import guard, params, render, visibility
 from drop_explainer.api.openapi import document
 from drop_explainer.api.params import BadRequest, DropFilter
 from drop_explainer.api.peers import PeerError, Peers
-from drop_explainer.explain import enforcement, explaining, rendering
+from drop_explainer.explain import combining, enforcement, explaining, rendering
 from drop_explainer.policy import queries
 from drop_explainer.policy.engine import Engine
 
@@ -112,8 +112,17 @@ async def _visible_drops(request: web.Request, drops: list[dict[str, Any]]) -> l
     return [visibility.redact_drop(d, visible) for d in drops]
 
 
-async def _drops(request: web.Request, title: str, f: DropFilter, *, node: str | None = None) -> web.Response:
-    """Local answer, one peer's answer (node given), or everyone's merged; only what the caller may see."""
+async def _drops(request: web.Request, title: str, f: DropFilter, *, node: str | None = None,
+                 merge: bool = False) -> web.Response:
+    """Local answer, one peer's answer (node given), or everyone's merged; only what the caller may see.
+
+    ``merge``: the answer about one pod or one policy also carries its drops'
+    fixes merged, one change per policy. Not for the namespace and cluster
+    lists: polled by dashboards, they would re-plan on every request, and
+    each drop's own patch composes anyway. A caller who may not see one end
+    of a drop gets no merged change for it (it could name the other side's
+    policy).
+    """
     ctx = _ctx(request)
     access = guard.access_of(request)
     query = {k: v for k, v in request.query.items() if k not in ("scope", "format")}
@@ -152,7 +161,19 @@ async def _drops(request: web.Request, title: str, f: DropFilter, *, node: str |
         # Say so: an empty-looking cluster must not read as "no drops anywhere".
         data["filtered_to_namespaces"] = sorted(allowed)
         note = f"Only namespaces you may see: {', '.join(sorted(allowed))}.\n"
-    return _respond(request, data, lambda: note + render.list_text(title, drops, missing))
+    mergeable = drops
+    if not access.everything:
+        seen = await access.visible({ns for d in drops for ns in visibility.drop_ends(d)})
+        mergeable = [d for d in drops if not visibility.hidden(visibility.drop_ends(d), seen)]
+    # Checked on the current state, off the event loop: the merge re-explains every drop shown.
+    merged, covered = (await asyncio.to_thread(combining.for_drops, ctx.engine(), mergeable) if merge and mergeable
+                       else ((), frozenset()))
+    if merged:
+        data["fixes_for_all"] = [rendering.fix_json(f) for f in merged]
+        data["fixes_for_all_drops"] = sorted(covered)
+    text = "\n".join(rendering.fixes_text(merged, what=f"each of these {len(covered)} drops")) if merged else ""
+    return _respond(request, data,
+                    lambda: note + render.list_text(title, drops, missing, merged=text, covered=covered))
 
 
 def _error(request: web.Request, status: int, reason: str, **more: Any) -> web.Response:
@@ -204,7 +225,7 @@ async def _pod(request: web.Request, ns: str, pod: str, extra: frozenset[str] = 
     live = ctx.engine().state.pods.get(f"{ns}/{pod}")
     node = live.node_name if live is not None else None
     # A pod that is gone (or not scheduled) has its history wherever it ran: ask everyone.
-    return await _drops(request, f"Drops of pod {ns}/{pod}", f, node=node or None)
+    return await _drops(request, f"Drops of pod {ns}/{pod}", f, node=node or None, merge=True)
 
 
 async def namespace_drops(request: web.Request) -> web.Response:
@@ -224,7 +245,7 @@ async def policy_drops(request: web.Request) -> web.Response:
         raise BadRequest("policy is given by the path here")
     query["policy"] = f"{ns}/{name}"
     f = params.drop_filter(query)
-    return await _drops(request, f"Drops decided by policy {ns}/{name}", f)
+    return await _drops(request, f"Drops decided by policy {ns}/{name}", f, merge=True)
 
 
 async def drop_by_id(request: web.Request) -> web.Response:

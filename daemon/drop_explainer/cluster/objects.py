@@ -132,6 +132,35 @@ class Service:
 
 
 @dataclass(frozen=True, slots=True)
+class SliceEndpoint:
+    """One endpoint of an EndpointSlice: the addresses of one backend and whether it is ready."""
+
+    addresses: tuple[str, ...]
+    ready: bool = True
+    """conditions.ready; the API says a missing value means ready."""
+    pod: str | None = None
+    """NAMESPACE/NAME of the targetRef when it is a Pod."""
+    node_name: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class EndpointSlice:
+    """discovery.k8s.io/v1 EndpointSlice: which pods (and ports) back a Service right now."""
+
+    namespace: str
+    name: str
+    service: str | None
+    """The kubernetes.io/service-name label: the Service (in the same namespace) it belongs to."""
+    endpoints: tuple[SliceEndpoint, ...] = ()
+    ports: tuple[tuple[str | None, int | None, str], ...] = ()
+    """(name, port, protocol) of each port; the port is already the backend's (targetPort resolved)."""
+
+    @property
+    def key(self) -> str:
+        return f"{self.namespace}/{self.name}"
+
+
+@dataclass(frozen=True, slots=True)
 class IPBlock:
     cidr: str
     except_: tuple[str, ...] = ()
@@ -179,6 +208,12 @@ class NetworkPolicy:
     """False when policyTypes was defaulted; a trap hides in the difference."""
     resource_version: str | None = None
     creation_timestamp: str | None = None
+    labels: Labels = field(default_factory=dict)
+    """Kept so that a fix given as a full object does not strip them, and to tell a managed policy."""
+    annotations: Labels = field(default_factory=dict)
+    """All but kubectl's last-applied-configuration (kubectl apply rewrites it; it would double the size)."""
+    managers: tuple[str, ...] = ()
+    """metadata.managedFields[].manager: who writes this object (Helm, Argo CD, Flux, kubectl...)."""
 
     @property
     def key(self) -> str:

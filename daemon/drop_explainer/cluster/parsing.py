@@ -12,6 +12,7 @@ from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
 from drop_explainer.cluster import objects as o
+from drop_explainer.cluster import slices
 from drop_explainer.cluster.errors import ObjectError
 
 T = TypeVar("T")
@@ -365,7 +366,13 @@ def parse_network_policy(data: Mapping[str, Any], obj: str) -> o.NetworkPolicy:
         policy_types_explicit=bool(raw_types),
         resource_version=meta.text("resourceVersion"),
         creation_timestamp=meta.text("creationTimestamp"),
+        labels=meta.labels("labels"),
+        annotations={k: v for k, v in meta.labels("annotations").items() if k != _LAST_APPLIED},
+        managers=tuple(m.text("manager") or "" for m in meta.items("managedFields")),
     )
+
+
+_LAST_APPLIED = "kubectl.kubernetes.io/last-applied-configuration"
 
 
 PARSERS: dict[str, Callable[[Mapping[str, Any], str], object]] = {
@@ -374,4 +381,5 @@ PARSERS: dict[str, Callable[[Mapping[str, Any], str], object]] = {
     "Node": parse_node,
     "Service": parse_service,
     "NetworkPolicy": parse_network_policy,
+    "EndpointSlice": slices.parse_endpoint_slice,
 }

@@ -45,7 +45,7 @@ def refresh(state: ClusterState, s: Subject) -> Subject:
     return Subject(s.kind, s.ip, s.pod, s.node, s.service, labels)
 
 
-def _selected(state: ClusterState, policy: NetworkPolicy) -> list[Pod]:
+def selected(state: ClusterState, policy: NetworkPolicy) -> list[Pod]:
     return [p for p in state.pods_by_namespace.get(policy.namespace, ())
             if not p.host_network and selectors.matches(policy.pod_selector, p.labels)]
 
@@ -100,7 +100,7 @@ class _Subjects:
             s = self._pods[pod.key] = pod_subject(self.state, pod)
         return s
 
-    def rule_others(self, rule: Rule, policy_ns: str, conn: Connection, only_ns: str | None) -> list[Subject]:
+    def rule_others(self, rule: Rule, policy_ns: str, ends: Iterable[Subject], only_ns: str | None) -> list[Subject]:
         """Every endpoint a rule's peers can match (all of them for a rule without peers)."""
         out: dict[str, Subject] = {}
         peers = rule.peers or (Peer(namespace_selector=LabelSelector()),)
@@ -116,10 +116,11 @@ class _Subjects:
                         for kind, addr in node.addresses:
                             if kind == "InternalIP":
                                 out[addr] = ip_subject(self.state, addr)
-        for end in (conn.source, conn.destination):
-            if end.pod is None and end.ip is not None and any(
-                    p.ip_block is not None and ip_in_block(end.ip, p.ip_block) for p in rule.peers):
-                out[end.ip] = end
+        for end in ends:
+            # Addresses outside the pods and nodes of the state: only those the answer names are known.
+            if end.pod is None and end.ip is not None and only_ns is None and (not rule.peers or any(
+                    p.ip_block is not None and ip_in_block(end.ip, p.ip_block) for p in rule.peers)):
+                out.setdefault(end.ip, end)
         return list(out.values())
 
 
@@ -141,31 +142,45 @@ def _name(s: Subject) -> str:
     return s.pod.key if s.pod is not None and s.kind is SubjectKind.POD else (s.ip or "?")
 
 
-def _ports(rule: Rule, dst: Subject, conn: Connection) -> set[tuple[int, str]]:
-    """Declared container ports of the destination (plus the connection's) that the rule admits."""
-    candidates = {(conn.port, conn.protocol)}
+def _ports(rule: Rule, dst: Subject, asked: set[tuple[int, str]]) -> set[tuple[int, str]]:
+    """Declared container ports of the destination (plus the answer's ports) that the rule admits."""
+    candidates = set(asked)
     if dst.pod is not None and dst.is_pod:
         candidates.update((p.container_port, p.protocol) for c in dst.pod.containers for p in c.ports)
     dest_pod = dst.pod if dst.is_pod else None
     return {(n, proto) for n, proto in candidates if ports.ports_match(rule.ports, n, proto, dest_pod)}
 
 
-def blast_radius(before: Engine, after: Engine, conn: Connection, changes: Iterable[ChangeLike]) -> BlastRadius:
-    """Which other (source, destination, port) the changes newly allow, among those the state knows."""
+def blast_radius(before: Engine, after: Engine, conn: Connection, changes: Iterable[ChangeLike], *,
+                 intended: Iterable[Connection] = (), limit: int | None = None) -> BlastRadius:
+    """Which other (source, destination, port) the changes newly allow, among those the state knows.
+
+    The universe is fixed so that a brute-force count can check it: every
+    pod with an address (host-network pods excepted, they are their node),
+    every node InternalIP and the endpoints the answer names, as sources and
+    destinations; as ports, the destination's declared container ports plus
+    the answer's. ``conn`` and ``intended`` are what the fix is for, not
+    counted. Counting stops past ``limit`` (the result is then capped): when
+    ranking fixes, one that opens more than the best so far has lost.
+    """
+    cap = CAP if limit is None else min(CAP, limit + 1)
     old, new = _Subjects(before.state), _Subjects(after.state)
-    this = (_name(conn.source), _name(conn.destination), conn.port, conn.protocol)
-    seen: set[tuple[str, str, int, str]] = {this}
+    answer = [conn, *intended]
+    seen: set[tuple[str, str, int, str]] = {(_name(c.source), _name(c.destination), c.port, c.protocol)
+                                           for c in answer}
+    asked = {(c.port, c.protocol) for c in answer}
+    ends = [e for c in answer for e in (c.source, c.destination)]
     newly: list[str] = []
     for change in changes:
         for policy, direction, rule, only_ns in _effective(before.state, after.state, change):
-            selected = [new.pod(p) for p in _selected(after.state, policy)]
-            others = new.rule_others(rule, policy.namespace, conn, only_ns)
-            for mine in selected:
+            mine_all = [new.pod(p) for p in selected(after.state, policy)]
+            others = new.rule_others(rule, policy.namespace, ends, only_ns)
+            for mine in mine_all:
                 for other in others:
                     src, dst = (other, mine) if direction is PolicyType.INGRESS else (mine, other)
                     if src.pod is not None and src.pod is dst.pod:
                         continue
-                    for port, proto in _ports(rule, dst, conn):
+                    for port, proto in _ports(rule, dst, asked):
                         key = (_name(src), _name(dst), port, proto)
                         if key in seen:
                             continue
@@ -175,7 +190,7 @@ def blast_radius(before: Engine, after: Engine, conn: Connection, changes: Itera
                         was = Connection(_old(old, src), _old(old, dst), port, proto)
                         if not before.evaluate(was).allowed:
                             newly.append(f"{key[0]} -> {key[1]} {proto}/{port}")
-                            if len(newly) >= CAP:
+                            if len(newly) >= cap:
                                 return _radius(newly, capped=True)
     return _radius(newly, capped=False)
 

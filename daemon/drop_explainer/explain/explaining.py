@@ -38,6 +38,9 @@ def explain_connection(engine: Engine, conn: Connection, flow: Flow | None = Non
         traces += tracing.trace_direction(engine, conn, PolicyType.INGRESS)
     found = traps.detect(engine, conn, traces, flow) if traces else ()
     plan = fixes.plan(engine, conn, traces, radius=blast_radius) if traces else ()
+    problem = fixes.unresolved(engine, conn) if traces else None
+    if problem is not None:
+        notes = (*notes, f"no fix is offered: {problem}")
     agreement = _agreement(verdict, flow)
     expl = Explanation(conn, verdict, "", traces, tracing.closest_rule(traces), found, plan, agreement, flow, notes)
     return enforcement.lead(replace(expl, headline=headline(expl)), engine.state.enforcer,

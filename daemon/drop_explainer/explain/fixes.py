@@ -1,219 +1,208 @@
-"""The smallest change that lets exactly this connection through, proven first.
+"""The change that lets exactly these connections through and opens least, proven first.
 
 A fix is only shown once the engine, re-run over the state with the change
-applied, says the connection is allowed; and we say what else it opens (the
-blast radius), because a reviewer must weigh that before applying it.
+applied, says every connection it is for is allowed, as the datapath sees
+them (after Service translation). Of the candidate edits (candidates.py) we
+propose the one that newly allows the fewest other connections (its blast
+radius), then the one touching fewest objects, then the one writing fewest
+clauses. When one answer carries several drops, the edits are planned one
+after the other on the state as already changed, so all the edits to one
+policy come out as one change that admits every drop, checked together.
 """
 
 from __future__ import annotations
 
-import ipaddress
-import re
-from collections.abc import Mapping
-from dataclasses import dataclass, replace
+import json
+from collections.abc import Iterable, Sequence
+from dataclasses import replace
 
-from drop_explainer.cluster.objects import (
-    IPBlock,
-    LabelSelector,
-    Namespace,
-    NetworkPolicy,
-    Peer,
-    Pod,
-    PolicyPort,
-    PolicyType,
-    Rule,
-)
+from drop_explainer.cluster.objects import NetworkPolicy, PolicyType
 from drop_explainer.cluster.state import ClusterState
-from drop_explainer.explain import blast, manifests
-from drop_explainer.explain.model import Clause, Fix, PolicyTrace
-from drop_explainer.explain.traps import label_gaps
-from drop_explainer.policy import selectors
-from drop_explainer.policy.endpoints import Subject
-from drop_explainer.policy.engine import Connection, Engine, rule_matches, rules_of
+from drop_explainer.explain import backends, blast, candidates, manifests, tracing
+from drop_explainer.explain.candidates import Change
+from drop_explainer.explain.model import BlastRadius, Fix, PolicyTrace
+from drop_explainer.policy.engine import Connection, Engine
 
-# Labels that differ between replicas of one workload: selecting on them
-# would allow one pod today and nothing after the next rollout.
-_VOLATILE = {"pod-template-hash", "controller-revision-hash", "pod-template-generation",
-             "statefulset.kubernetes.io/pod-name", "apps.kubernetes.io/pod-index",
-             "batch.kubernetes.io/controller-uid", "controller-uid", "batch.kubernetes.io/job-name", "job-name"}
-_IDENTIFYING = (("app.kubernetes.io/name", "app.kubernetes.io/instance"), ("app",), ("k8s-app",), ("name",))
+# Re-exported for callers that build peers the way fixes do.
+peer_for = candidates.peer_for
+workload_selector = candidates.workload_selector
 
 
-@dataclass(frozen=True, slots=True)
-class Change:
-    """One edit to the state: policies replaced or added, namespace labels added."""
-
-    policies: tuple[NetworkPolicy, ...] = ()
-    labels: tuple[tuple[str, Mapping[str, str]], ...] = ()
-    fix: Fix | None = None
-    effective: tuple[tuple[NetworkPolicy, PolicyType, Rule], ...] = ()
-    """The rules that may admit something new after the change: all the blast radius has to look at."""
-
-    def apply(self, state: ClusterState) -> ClusterState:
-        nss = []
-        for name, labels in self.labels:
-            ns = state.namespaces.get(name) or Namespace(name, {"kubernetes.io/metadata.name": name})
-            nss.append(replace(ns, labels={**ns.labels, **labels}))
-        return state.derive(policies=self.policies, namespaces=nss)
+def derived(engine: Engine, state: ClusterState) -> Engine:
+    """An engine over a changed state that judges as ``engine`` does (its CNI profile too, where it has one)."""
+    extra: tuple[object, ...] = (engine.profile,) if hasattr(engine, "profile") else ()
+    return type(engine)(state, *extra)
 
 
-def workload_selector(pod: Pod) -> LabelSelector:
-    """The labels that pick out this pod's workload, stable across rollouts."""
-    for keys in _IDENTIFYING:
-        if all(k in pod.labels for k in keys):
-            return LabelSelector(tuple((k, pod.labels[k]) for k in keys))
-    return LabelSelector(tuple(sorted((k, v) for k, v in pod.labels.items() if k not in _VOLATILE)))
+def unresolved(engine: Engine, conn: Connection) -> str | None:
+    """Why no fix can be written for ``conn`` (a Service without backends, unknown addresses), or None."""
+    return backends.translate(engine.state, conn).problem
 
 
-def peer_for(other: Subject, policy_ns: str) -> Peer:
-    """A from/to entry that matches ``other`` and as little else as we can say."""
-    if other.pod is not None and other.is_pod:
-        pod_sel = workload_selector(other.pod)
-        if other.pod.namespace == policy_ns:
-            return Peer(pod_selector=pod_sel)
-        ns_labels = other.namespace_labels or {}
-        key = "kubernetes.io/metadata.name"
-        ns_sel = LabelSelector(((key, other.pod.namespace),)) if ns_labels.get(key) == other.pod.namespace else \
-            LabelSelector(tuple(sorted(ns_labels.items())))
-        return Peer(pod_selector=pod_sel, namespace_selector=ns_sel)
-    assert other.ip is not None
-    bits = ipaddress.ip_address(other.ip).max_prefixlen
-    return Peer(ip_block=IPBlock(f"{other.ip}/{bits}"))
-
-
-def _dns_name(text: str) -> str:
-    name = re.sub(r"[^a-z0-9-]+", "-", text.lower()).strip("-")
-    return name[:63].rstrip("-") or "allow"
-
-
-def _other_name(other: Subject) -> str:
-    if other.pod is not None:
-        return other.pod.name if other.is_pod else f"host-{other.pod.name}"
-    if other.node is not None:
-        return f"node-{other.node.name}"
-    return f"ip-{other.ip}"
-
-
-def _rule_change(engine: Engine, conn: Connection, direction: PolicyType, traces: tuple[PolicyTrace, ...],
-                 *, widen: bool = True) -> Change:
-    subject = conn.destination if direction is PolicyType.INGRESS else conn.source
-    other = conn.source if direction is PolicyType.INGRESS else conn.destination
-    assert subject.pod is not None
-    d = direction.value.lower()
-    closest = min((r for t in traces if t.direction == d for r in t.rules), key=lambda r: r.distance, default=None)
-    ports = (PolicyPort(conn.protocol, conn.port),)
-    if widen and closest is not None and [f.clause for f in closest.failures] in ([Clause.PORT], [Clause.NAMED_PORT]):
-        # Only the port is wrong: widening that rule's ports is the smallest change.
-        policy = closest.policy
-        rules = list(rules_of(policy, direction))
-        rules[closest.index] = replace(rules[closest.index], ports=(*rules[closest.index].ports, *ports))
-        edited = _with_rules(policy, direction, tuple(rules))
-        fix = Fix("add-port", f"add {conn.protocol} {conn.port} to the ports of {d} rule {closest.index} of "
-                  f"{policy.key}", _apply_yaml(edited), (manifests.policy_json(edited),))
-        widened = replace(rules[closest.index], ports=ports)
-        return Change(policies=(edited,), fix=fix, effective=((edited, direction, widened),))
-    if closest is not None:
-        policy = closest.policy
-        rule = Rule((peer_for(other, policy.namespace),), ports)
-        edited = _with_rules(policy, direction, (*rules_of(policy, direction), rule))
-        fix = Fix("add-rule", f"add {d} rule {len(rules_of(policy, direction))} to {policy.key} admitting "
-                  f"{_describe(other)} on {conn.protocol} {conn.port}", _apply_yaml(edited), (manifests.policy_json(
-                      edited),))
-        return Change(policies=(edited,), fix=fix, effective=((edited, direction, rule),))
-    name = _dns_name(f"allow-{_other_name(other)}-{d}-{conn.port}")
-    empty = NetworkPolicy(subject.pod.namespace, name, workload_selector(subject.pod), frozenset({direction}),
-                          policy_types_explicit=True)
-    new = _with_rules(empty, direction, (Rule((peer_for(other, subject.pod.namespace),), ports),))
-    ends = (f"from {_describe(other)} to {subject.pod.key}" if direction is PolicyType.INGRESS
-            else f"from {subject.pod.key} to {_describe(other)}")
-    fix = Fix("new-policy", f"create {new.key} allowing {d} {ends} on {conn.protocol} {conn.port}",
-              _apply_yaml(new), (manifests.policy_json(new),))
-    return Change(policies=(new,), fix=fix, effective=((new, direction, rules_of(new, direction)[0]),))
-
-
-def _with_rules(p: NetworkPolicy, direction: PolicyType, rules: tuple[Rule, ...]) -> NetworkPolicy:
-    if direction is PolicyType.INGRESS:
-        return replace(p, ingress=rules, policy_types_explicit=True)
-    return replace(p, egress=rules, policy_types_explicit=True)
-
-
-def _describe(s: Subject) -> str:
-    return s.pod.key if s.pod is not None and s.is_pod else s.describe()
-
-
-def _apply_yaml(p: NetworkPolicy) -> str:
-    return "kubectl apply -f - <<'EOF'\n" + manifests.to_yaml(manifests.policy_json(p)) + "EOF\n"
-
-
-def _label_change(conn: Connection, direction: PolicyType, traces: tuple[PolicyTrace, ...]) -> Change | None:
-    d = direction.value.lower()
-    gap = next((g for g in label_gaps(tuple(t for t in traces if t.direction == d), conn)), None)
-    if gap is None:
-        return None
-    args = " ".join(f"{k}={v}" for k, v in gap.labels.items())
-    fix = Fix("label-namespace", f"label namespace {gap.namespace} with {args}, which {d} rule {gap.rule} of "
-              f"{gap.policy.key} selects", f"kubectl label namespace {gap.namespace} {args}\n",
-              namespace_labels={gap.namespace: dict(gap.labels)})
-    return Change(labels=((gap.namespace, dict(gap.labels)),), fix=fix)
-
-
-def _types_change(engine: Engine, conn: Connection, direction: PolicyType) -> Change | None:
-    subject = conn.destination if direction is PolicyType.INGRESS else conn.source
-    other = conn.source if direction is PolicyType.INGRESS else conn.destination
-    assert subject.pod is not None
-    for p in engine.state.policies_by_namespace.get(subject.pod.namespace, ()):
-        if direction in p.policy_types or not selectors.matches(p.pod_selector, subject.pod.labels):
-            continue
-        if any(rule_matches(r, p.namespace, other, conn) for r in rules_of(p, direction)):
-            edited = replace(p, policy_types=p.policy_types | {direction}, policy_types_explicit=True)
-            fix = Fix("policy-types", f"add {direction.value} to policyTypes of {p.key}, so that its "
-                      f"{direction.value.lower()} rules take effect", _apply_yaml(edited),
-                      (manifests.policy_json(edited),))
-            return Change(policies=(edited,), fix=fix,
-                          effective=tuple((edited, direction, r) for r in rules_of(edited, direction)))
-    return None
-
-
-def plan(engine: Engine, conn: Connection, traces: tuple[PolicyTrace, ...], *,
+def plan(engine: Engine, conn: Connection, traces: tuple[PolicyTrace, ...] = (), *,
          radius: bool = True) -> tuple[Fix, ...]:
-    """The changes, one per denying direction, checked together against the engine.
+    """The fixes for one connection: one per object changed, checked together.
 
-    Where a missing namespace label is the trap, labelling the namespace is
-    the natural fix, unless the label opens more than a rule would: then the
-    rule is proposed and the summary says what the label would have cost.
-    Without ``radius`` the fixes are still checked, but their blast radius
-    (the costly part) is left for later.
+    ``traces`` is accepted for the callers that have them; the plan traces
+    the translated connections itself. Without ``radius`` the fixes are
+    still checked, and ranked by a cheap stand-in for the blast radius (how
+    many pods the edited policy selects); the exact radius is left for later.
     """
-    directions = [d for d in (PolicyType.EGRESS, PolicyType.INGRESS)
-                  if any(t.direction == d.value.lower() for t in traces)]
-    changes = [_types_change(engine, conn, d) or _label_change(conn, d, traces) or _rule_change(engine, conn, d, traces)
-               for d in directions]
-    if not changes:
+    target = backends.translate(engine.state, conn)
+    if target.problem is not None:
         return ()
-    fixes = _checked(engine, conn, changes, radius=radius)
-    broad = changes[0].labels or (changes[0].fix is not None and changes[0].fix.kind == "add-port")
-    if len(changes) == 1 and broad and fixes[0].blast_radius is not None:
-        alternative = _checked(engine, conn, [_rule_change(engine, conn, directions[0], traces, widen=False)])
-        first, rule = fixes[0].blast_radius, alternative[0].blast_radius
-        if rule is not None and rule.count < first.count:
-            more = "at least " if first.capped else ""
-            what = "labelling the namespace" if changes[0].labels else "widening the rule's ports"
-            note = f" ({what} instead would newly allow {more}{first.count} other connection(s))"
-            return (replace(alternative[0], summary=alternative[0].summary + note),)
-    return fixes
+    return combine(engine, [target], radius=radius)
 
 
-def _checked(engine: Engine, conn: Connection, changes: list[Change], *, radius: bool = True) -> tuple[Fix, ...]:
+def combine(engine: Engine, targets: Sequence[backends.Target], *, radius: bool = True,
+            rank_by_radius: bool | None = None) -> tuple[Fix, ...]:
+    """One change per object admitting every connection of every target, checked together.
+
+    ``rank_by_radius`` (default: ``radius``) ranks each step's candidates by
+    their exact blast radius; off, they are ranked by the cheap stand-in and
+    only the final change's radius is counted, once.
+    """
+    rank = radius if rank_by_radius is None else rank_by_radius
+    conns = [c for t in targets for c in t.connections]
+    intended = _intended(engine.state, targets)
     state = engine.state
-    for change in changes:
-        state = change.apply(state)
-    after = Engine(state)
-    verified = after.evaluate(_reresolve(after.state, conn)).allowed
-    opened = blast.blast_radius(engine, after, conn, changes) if verified and radius else None
-    return tuple(replace(c.fix, verified=verified, blast_radius=opened) for c in changes if c.fix is not None)
+    steps: list[Change] = []
+    best_radius: BlastRadius | None = None
+    for target in targets:
+        for conn in target.connections:
+            for direction in (PolicyType.EGRESS, PolicyType.INGRESS):
+                cur = derived(engine, state)
+                c = _reresolve(state, conn)
+                if cur.direction(c, direction).allowed:
+                    continue
+                traces = tracing.trace_direction(cur, c, direction)
+                options = candidates.all_changes(cur, c, direction, traces, target)
+                best, best_radius = _best(cur, c, direction, options, intended, radius=rank)
+                steps.append(best)
+                state = best.apply(state)
+    if not steps:
+        return ()
+    after = derived(engine, state)
+    verified = all(after.evaluate(_reresolve(state, c)).allowed for c in conns)
+    opened = None
+    if verified and radius:
+        # One step is what was ranked: its radius, computed then, is the answer's.
+        opened = best_radius if len(steps) == 1 and best_radius is not None else \
+            blast.blast_radius(engine, after, conns[0], steps, intended=intended)
+    return tuple(replace(f, verified=verified, blast_radius=opened) for f in _fixes(engine.state, state, steps))
+
+
+def _intended(state: ClusterState, targets: Iterable[backends.Target]) -> list[Connection]:
+    """The connections the fixes are for: not counted in their blast radius.
+
+    Every backend of the Service, and for DNS both UDP and TCP 53: the fix
+    admits them on purpose (a rollout moves the traffic to other replicas;
+    a large answer makes the resolver retry over TCP).
+    """
+    out: list[Connection] = []
+    for t in targets:
+        out += t.connections
+        if t.service is None or not t.connections:
+            continue
+        first = t.connections[0]
+        for sp in t.service.ports:
+            if t.dns or sp.protocol == first.protocol:
+                out += [replace(first, destination=b, port=n, protocol=sp.protocol)
+                        for b, n in backends.backends(state, t.service, sp)]
+    return out
+
+
+def _best(engine: Engine, conn: Connection, direction: PolicyType, options: list[Change],
+          intended: Sequence[Connection], *, radius: bool) -> tuple[Change, BlastRadius | None]:
+    """The candidate that opens least, then touches fewest objects, then writes fewest clauses.
+
+    Candidates are tried cheapest-looking first, and each count stops as
+    soon as it passes the best so far, so ranking costs little more than
+    the radius of the winner.
+    """
+    ordered = sorted(enumerate(options), key=lambda o: (_selected_pods(engine.state, o[1]), o[1].objects,
+                                                        o[1].clauses, o[0]))
+    admitting = [(i, c) for i, c in ordered if _admits(engine, c, conn, direction)] or ordered
+    if not radius:
+        return admitting[0][1], None
+    best: tuple[tuple[int, int, int, int], Change, BlastRadius] | None = None
+    for order, change in admitting:
+        tie = (change.objects, change.clauses, order)
+        if best is not None and best[0][0] == 0 and tie > best[0][1:]:
+            continue  # nothing opens less than nothing: only a simpler edit could still win
+        after = derived(engine, change.apply(engine.state))
+        opened = blast.blast_radius(engine, after, conn, [change], intended=intended,
+                                    limit=None if best is None else best[0][0])
+        key = (opened.count, *tie)
+        if best is None or key < best[0]:
+            best = (key, change, opened)
+    assert best is not None
+    return best[1], best[2]
+
+
+def _admits(engine: Engine, change: Change, conn: Connection, direction: PolicyType) -> bool:
+    """A candidate is only one if, applied, it lets the connection through in its direction."""
+    after = change.apply(engine.state)
+    return derived(engine, after).direction(_reresolve(after, conn), direction).allowed
+
+
+def _selected_pods(state: ClusterState, change: Change) -> int:
+    """A cheap stand-in for the blast radius: how many pods the edited rules apply to."""
+    count = sum(len(blast.selected(state, p)) for p, _, _ in change.effective)
+    return count + sum(len(state.pods_by_namespace.get(ns, ())) for ns, _ in change.labels)
 
 
 def _reresolve(state: ClusterState, conn: Connection) -> Connection:
     """Namespace labels live on the subjects; refresh them from the changed state."""
     return Connection(blast.refresh(state, conn.source), blast.refresh(state, conn.destination), conn.port,
                       conn.protocol)
+
+
+def _fixes(before: ClusterState, after: ClusterState, steps: list[Change]) -> list[Fix]:
+    """The steps grouped by the object they change, each object's final form written out once."""
+    by_object: dict[str, list[Change]] = {}
+    for step in steps:
+        keys = [f"networkpolicy {p.key}" for p in step.policies] + [f"namespace {ns}" for ns, _ in step.labels]
+        for key in keys:
+            by_object.setdefault(key, []).append(step)
+    out = []
+    for key, group in by_object.items():
+        kind = group[0].kind if len({s.kind for s in group}) == 1 else "edit-policy"
+        summary = "; ".join(s.summary for s in group)
+        if key.startswith("namespace "):
+            ns = key.removeprefix("namespace ")
+            labels = {k: v for s in group for n, lb in s.labels if n == ns for k, v in lb.items()}
+            args = " ".join(f"{k}={v}" for k, v in labels.items())
+            out.append(Fix(kind, summary, f"kubectl label namespace {ns} {args}\n", namespace_labels={ns: labels},
+                           target=key))
+            continue
+        policy = after.policies[key.removeprefix("networkpolicy ")]
+        out.append(_policy_fix(kind, summary, before.policies.get(policy.key), policy, key))
+    return out
+
+
+def _policy_fix(kind: str, summary: str, old: NetworkPolicy | None, new: NetworkPolicy, key: str) -> Fix:
+    obj = manifests.policy_json(new)
+    yaml = manifests.to_yaml(obj)
+    if old is None:
+        kind = "new-policy"
+        # create, not apply: it fails instead of overwriting a policy of that name made meanwhile.
+        apply = "kubectl create -f - <<'EOF'\n" + yaml + "EOF\n"
+        return Fix(kind, summary, apply, (obj,), target=key)
+    ops = manifests.json_patch(old, new)
+    patch = (f"kubectl patch networkpolicy {new.name} -n {new.namespace} --type=json -p "
+             f"'{json.dumps(ops, separators=(',', ':'))}'\n")
+    full = ("# or, replacing the whole object (made from the state as read; a change made to it since is lost):\n"
+            "kubectl apply -f - <<'EOF'\n" + yaml + "EOF\n")
+    managed = manifests.managed_by(old)
+    if managed is not None:
+        apply = (f"# {new.key} looks managed by {managed}: a kubectl change is undone at its next sync or "
+                 f"release. Put this in its source:\n" + yaml + "# to try it before then:\n" + patch)
+    else:
+        apply = patch + full
+    return Fix(kind, summary, apply, (obj,), patch=tuple(ops), managed_by=managed, target=key)
+
+
+def radius_of(fixes: Sequence[Fix]) -> BlastRadius | None:
+    """The blast radius of an answer's fixes taken together (each fix carries the same one)."""
+    return next((f.blast_radius for f in fixes if f.blast_radius is not None), None)

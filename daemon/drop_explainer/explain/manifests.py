@@ -67,12 +67,79 @@ def policy_json(p: NetworkPolicy) -> dict[str, Any]:
         spec["ingress"] = [rule_json(r, "from") for r in p.ingress]
     if p.egress:
         spec["egress"] = [rule_json(r, "to") for r in p.egress]
-    return {
-        "apiVersion": "networking.k8s.io/v1",
-        "kind": "NetworkPolicy",
-        "metadata": {"name": p.name, "namespace": p.namespace},
-        "spec": spec,
-    }
+    meta: dict[str, Any] = {"name": p.name, "namespace": p.namespace}
+    if p.labels:
+        meta["labels"] = dict(p.labels)
+    if p.annotations:
+        meta["annotations"] = dict(p.annotations)
+    return {"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy", "metadata": meta, "spec": spec}
+
+
+def json_patch(before: NetworkPolicy, after: NetworkPolicy) -> list[dict[str, Any]]:
+    """RFC 6902 operations turning ``before`` into ``after`` for ``kubectl patch --type=json``.
+
+    Rules and ports are appended (``/-``), never written at an index, so two
+    patches made from the same starting object both survive when applied one
+    after the other; a full ``kubectl apply`` of each would keep only the last.
+    Only what changed is named: labels, annotations and fields we do not model
+    stay exactly as they are on the live object.
+    """
+    ops: list[dict[str, Any]] = []
+    old, new = policy_json(before)["spec"], policy_json(after)["spec"]
+    if old["policyTypes"] != new["policyTypes"]:
+        ops.append({"op": "add", "path": "/spec/policyTypes", "value": new["policyTypes"]})
+    for key in ("ingress", "egress"):
+        ops += _list_ops(f"/spec/{key}", old.get(key, []), new.get(key, []))
+    return ops
+
+
+def _list_ops(path: str, old: list[dict[str, Any]], new: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    if old == new:
+        return []
+    if not old or len(new) < len(old):
+        # "add" on an object member creates it or replaces it: right whether the list is absent or empty.
+        return [{"op": "add", "path": path, "value": new}]
+    ops: list[dict[str, Any]] = []
+    for i, (a, b) in enumerate(zip(old, new, strict=False)):
+        if a == b:
+            continue
+        ports_a, ports_b = a.get("ports", []), b.get("ports", [])
+        same_peers = {k: v for k, v in a.items() if k != "ports"} == {k: v for k, v in b.items() if k != "ports"}
+        if same_peers and ports_a and ports_b[: len(ports_a)] == ports_a:
+            ops += [{"op": "add", "path": f"{path}/{i}/ports/-", "value": pp} for pp in ports_b[len(ports_a):]]
+        else:
+            ops.append({"op": "replace", "path": f"{path}/{i}", "value": b})
+    ops += [{"op": "add", "path": f"{path}/-", "value": r} for r in new[len(old):]]
+    return ops
+
+
+_HELM = "meta.helm.sh/release-name"
+_FLUX = ("kustomize.toolkit.fluxcd.io/name", "helm.toolkit.fluxcd.io/name")
+
+
+def managed_by(p: NetworkPolicy) -> str | None:
+    """Who else writes this policy, from the marks Helm, Argo CD and Flux leave, or its managedFields.
+
+    A policy applied from Git or a chart is put back by its controller (or
+    by the next release): a kubectl edit of it does not last, and the
+    change belongs in its source.
+    """
+    labels, notes = p.labels, p.annotations
+    if _HELM in notes or labels.get("app.kubernetes.io/managed-by", "").lower() == "helm":
+        release = notes.get(_HELM)
+        return f"Helm (release {release})" if release else "Helm"
+    if "argocd.argoproj.io/tracking-id" in notes or "argocd.argoproj.io/instance" in labels:
+        app = notes.get("argocd.argoproj.io/tracking-id", "").split(":")[0] or labels.get("argocd.argoproj.io/instance")
+        return f"Argo CD (application {app})"
+    for key in _FLUX:
+        if key in labels:
+            return f"Flux ({key.split('.')[0]} {labels.get(key.replace('/name', '/namespace'), '?')}/{labels[key]})"
+    if "app.kubernetes.io/instance" in labels:
+        return f"Argo CD or another tool (label app.kubernetes.io/instance={labels['app.kubernetes.io/instance']})"
+    others = sorted({m for m in p.managers if m and not m.startswith("kubectl")})
+    if others:
+        return f"{', '.join(others)} (managedFields)"
+    return None
 
 
 def to_yaml(obj: Mapping[str, Any]) -> str:

@@ -76,7 +76,7 @@ class BlastRadius:
 @dataclass(frozen=True, slots=True)
 class Fix:
     kind: str
-    """add-rule, add-port, new-policy, label-namespace or policy-types."""
+    """add-rule, add-port, new-policy, label-namespace, policy-types, or edit-policy (several of these merged)."""
     summary: str
     apply: str
     """Ready to paste: a kubectl command or YAML for kubectl apply."""
@@ -86,6 +86,12 @@ class Fix:
     """namespace -> labels to add, for a label fix."""
     verified: bool = False
     blast_radius: BlastRadius | None = None
+    patch: tuple[Mapping[str, Any], ...] = ()
+    """RFC 6902 operations for ``kubectl patch --type=json`` of an existing policy (empty for a new one)."""
+    managed_by: str | None = None
+    """Who else writes the policy (Helm, Argo CD, Flux, a managedFields owner): the change belongs in its source."""
+    target: str = ""
+    """The one object this fix changes: "networkpolicy NS/NAME" or "namespace NAME"."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -34,6 +34,12 @@ def _trace_json(t: PolicyTrace, closest: RuleTrace | None) -> dict[str, Any]:
 
 def fix_json(f: Fix) -> dict[str, Any]:
     out: dict[str, Any] = {"kind": f.kind, "summary": f.summary, "apply": f.apply, "verified": f.verified}
+    if f.target:
+        out["target"] = f.target
+    if f.patch:
+        out["patch"] = [dict(op) for op in f.patch]
+    if f.managed_by is not None:
+        out["managed_by"] = f.managed_by
     if f.objects:
         out["objects"] = list(f.objects)
     if f.namespace_labels:
@@ -105,20 +111,30 @@ def explanation_text(e: Explanation) -> str:
         lines.append(f"Note: {n}")
     if e.notes:
         lines.append("")
-    for f in e.fixes:
-        lines += _fix_text(f)
+    lines += fixes_text(e.fixes)
     return "\n".join(lines).rstrip("\n") + "\n"
 
 
-def _fix_text(f: Fix) -> list[str]:
-    check = "checked: the engine allows the connection with this change" if f.verified else \
-        "NOT verified: the engine still denies the connection with this change"
-    out = [f"Fix ({check}): {f.summary}"]
-    if f.blast_radius is None and f.verified:
+def fixes_text(fixes: tuple[Fix, ...], *, what: str = "the connection") -> list[str]:
+    """The fixes of one answer as one change per object, checked together, and what they open together."""
+    if not fixes:
+        return []
+    verified = all(f.verified for f in fixes)
+    these = "this change" if len(fixes) == 1 else "these changes"
+    check = (f"checked: the engine allows {what} with {these}" if verified
+             else f"NOT verified: the engine still denies {what} with {these}")
+    head = "apply this one change" if len(fixes) == 1 else f"apply these {len(fixes)} changes, one per object"
+    out = [f"Fix ({check}): {head}."]
+    radius = next((f.blast_radius for f in fixes if f.blast_radius is not None), None)
+    if radius is None and verified:
         out.append("  What else it allows (its blast radius) is being computed.")
-    if f.blast_radius is not None:
-        more = f"; e.g. {', '.join(f.blast_radius.examples)}" if f.blast_radius.examples else ""
-        least = "at least " if f.blast_radius.capped else ""
-        out.append(f"  It also newly allows {least}{f.blast_radius.count} other connection(s) in this state{more}.")
-    out.append(_indent(f.apply).rstrip("\n"))
+    if radius is not None:
+        more = f"; e.g. {', '.join(radius.examples)}" if radius.examples else ""
+        least = "at least " if radius.capped else ""
+        it = "It" if len(fixes) == 1 else "Together they"
+        out.append(f"  {it} also newly allow{'s' if len(fixes) == 1 else ''} {least}{radius.count} other "
+                   f"connection(s) in this state{more}.")
+    for f in fixes:
+        out.append(f"  {f.target + ': ' if f.target else ''}{f.summary}")
+        out.append(_indent(f.apply).rstrip("\n"))
     return [*out, ""]

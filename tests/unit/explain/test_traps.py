@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from drop_explainer.cluster.loading import parse_documents
 from drop_explainer.cluster.state import ClusterState
 from drop_explainer.explain.explaining import explain_connection
+from drop_explainer.explain.traps import TITLES
 from drop_explainer.policy import queries
 from drop_explainer.policy.engine import Engine
 
@@ -14,8 +17,14 @@ BASE = """
 apiVersion: v1
 kind: List
 items:
-- {kind: Namespace, metadata: {name: a, labels: {kubernetes.io/metadata.name: a}}}
+- {kind: Namespace, metadata: {name: a, labels: {kubernetes.io/metadata.name: a, team: payments}}}
 - {kind: Namespace, metadata: {name: b, labels: {kubernetes.io/metadata.name: b}}}
+- {kind: Namespace, metadata: {name: kube-system, labels: {kubernetes.io/metadata.name: kube-system}}}
+- kind: Namespace
+  metadata: {name: monitoring, labels: {kubernetes.io/metadata.name: monitoring, purpose: monitoring}}
+- kind: Node
+  metadata: {name: n0, labels: {node-role.kubernetes.io/control-plane: ""}}
+  status: {addresses: [{type: InternalIP, address: 192.168.0.100}]}
 - kind: Node
   metadata: {name: n1}
   spec: {podCIDRs: [10.1.1.0/24]}
@@ -34,9 +43,45 @@ items:
     nodeName: n1
     containers: [{name: s, ports: [{name: web, containerPort: 8080}]}]
   status: {phase: Running, podIP: 10.1.1.9, hostIP: 192.168.0.1}
+- kind: Pod
+  metadata: {name: dual, namespace: b, labels: {app: dual}}
+  spec:
+    nodeName: n1
+    containers: [{name: s, ports: [{name: web, containerPort: 8080}, {name: admin, containerPort: 80}]}]
+  status: {phase: Running, podIP: 10.1.1.10, hostIP: 192.168.0.1}
+- kind: Pod
+  metadata: {name: helper, namespace: b, labels: {app: helper}}
+  spec: {nodeName: n1, containers: [{name: h}]}
+  status: {phase: Running, podIP: 10.1.1.11, hostIP: 192.168.0.1}
+- kind: Pod
+  metadata: {name: coredns-1, namespace: kube-system, labels: {k8s-app: kube-dns, pod-template-hash: abc}}
+  spec:
+    nodeName: n1
+    containers:
+    - name: coredns
+      ports: [{name: dns, containerPort: 53, protocol: UDP}, {name: dns-tcp, containerPort: 53}]
+  status: {phase: Running, podIP: 10.1.1.53, hostIP: 192.168.0.1}
 - kind: Service
   metadata: {name: server, namespace: b}
   spec: {selector: {app: server}, clusterIP: 10.96.5.5, ports: [{port: 80, targetPort: web}]}
+- kind: Service
+  metadata: {name: dual, namespace: b}
+  spec: {selector: {app: dual}, clusterIP: 10.96.5.6, ports: [{port: 80, targetPort: 8080}]}
+- kind: Service
+  metadata: {name: kube-dns, namespace: kube-system}
+  spec:
+    selector: {k8s-app: kube-dns}
+    clusterIP: 10.96.0.10
+    ports: [{name: dns, port: 53, protocol: UDP, targetPort: 53}, {name: dns-tcp, port: 53, targetPort: 53}]
+- kind: Service
+  metadata: {name: kubernetes, namespace: default}
+  spec: {clusterIP: 10.96.0.1, ports: [{name: https, port: 443, targetPort: 6443}]}
+- apiVersion: discovery.k8s.io/v1
+  kind: EndpointSlice
+  metadata: {name: kubernetes, namespace: default, labels: {kubernetes.io/service-name: kubernetes}}
+  addressType: IPv4
+  endpoints: [{addresses: [192.168.0.100], conditions: {ready: true}}]
+  ports: [{name: https, port: 6443, protocol: TCP}]
 """
 
 
@@ -60,10 +105,75 @@ spec: {podSelector: {}, policyTypes: [Ingress]}
 """
 
 
-@pytest.mark.parametrize(
-    ("policies", "src", "dst", "port", "expected"),
-    [
-        pytest.param(DENY_B + """
+DENY_A_EGRESS = """
+kind: NetworkPolicy
+metadata: {name: deny-egress, namespace: a}
+spec: {podSelector: {}, policyTypes: [Egress]}
+"""
+
+
+def _ingress_b(rule: str, selector: str = "{}") -> str:
+    return f"""
+kind: NetworkPolicy
+metadata: {{name: rule, namespace: b}}
+spec:
+  podSelector: {selector}
+  policyTypes: [Ingress]
+  ingress: [{rule}]
+"""
+
+
+def _egress_a(rule: str) -> str:
+    return f"""
+kind: NetworkPolicy
+metadata: {{name: rule, namespace: a}}
+spec:
+  podSelector: {{}}
+  policyTypes: [Egress]
+  egress: [{rule}]
+"""
+
+
+# Each trap id: where it fires, and a near miss where it must not (docs/traps.md states each rule).
+# (trap, fires, policies, from, to, port, protocol)
+TRAP_CASES = [
+    pytest.param("dns-egress", True, DENY_A_EGRESS, ("a/client", "kube-system/coredns-1", 53, "UDP"), id="dns"),
+    pytest.param("dns-egress", True, _egress_a("{to: [{namespaceSelector: {}}], ports: [{protocol: UDP, port: 53}]}"),
+                 ("a/client", "kube-system/coredns-1", 53, "TCP"), id="dns-tcp-forgotten"),
+    pytest.param("dns-egress", False, _egress_a("{to: [{namespaceSelector: {}}], ports: [{protocol: UDP, port: 53}, "
+                                                "{protocol: TCP, port: 53}]}"),
+                 ("a/client", "8.8.8.8", 53, "UDP"), id="near-miss-dns-allowed-to-kube-dns-only"),
+    pytest.param("namespace-label-missing", True,
+                 _ingress_b("{from: [{namespaceSelector: {matchLabels: {name: a}}}]}"),
+                 ("a/client", "b/server", 8080, "TCP"), id="namespace-label-same-value-other-key"),
+    pytest.param("namespace-label-missing", True,
+                 _ingress_b("{from: [{namespaceSelector: {matchLabels: {team: payment}}}]}"),
+                 ("a/client", "b/server", 8080, "TCP"), id="namespace-label-one-edit"),
+    pytest.param("namespace-label-missing", True,
+                 _ingress_b("{from: [{namespaceSelector: {matchLabels: {env: prod}}}]}"),
+                 ("a/client", "b/server", 8080, "TCP"), id="namespace-label-matches-no-namespace"),
+    pytest.param("namespace-label-missing", False,
+                 _ingress_b("{from: [{namespaceSelector: {matchLabels: {purpose: monitoring}}}]}"),
+                 ("a/client", "b/server", 8080, "TCP"), id="near-miss-selector-meant-for-monitoring"),
+    pytest.param("external-egress", True, _egress_a("{to: [{namespaceSelector: {}}]}"),
+                 ("a/client", "198.51.100.25", 443, "TCP"), id="external"),
+    pytest.param("external-egress", False,
+                 _egress_a("{to: [{ipBlock: {cidr: 0.0.0.0/0, except: [198.51.100.0/24]}}]}"),
+                 ("a/client", "198.51.100.25", 443, "TCP"), id="near-miss-external-carved-out"),
+    pytest.param("external-egress", False, _egress_a("{to: [{ipBlock: {cidr: 198.51.100.0/24}}], ports: [{port: 80}]}"),
+                 ("a/client", "198.51.100.25", 443, "TCP"), id="near-miss-external-covered-other-port"),
+    pytest.param("service-port-not-pod-port", True, _ingress_b("{ports: [{port: 80}]}"),
+                 ("a/client", "b/server", 8080, "TCP"), id="service-port"),
+    pytest.param("service-port-not-pod-port", False, _ingress_b("{ports: [{port: 80}]}"),
+                 ("a/client", "b/dual", 8080, "TCP"), id="near-miss-pod-serves-the-service-port-too"),
+    pytest.param("same-namespace-pod-selector", True,
+                 _ingress_b("{from: [{podSelector: {matchLabels: {app: client}}}]}"),
+                 ("a/client", "b/server", 8080, "TCP"), id="same-namespace"),
+    pytest.param("same-namespace-pod-selector", False,
+                 _ingress_b("{from: [{podSelector: {matchExpressions: [{key: app, operator: In, "
+                            "values: [client, helper]}]}}]}"),
+                 ("a/client", "b/server", 8080, "TCP"), id="near-miss-selector-selects-pods-at-home"),
+    pytest.param("ingress-rules-ignored", True, DENY_B + """
 ---
 kind: NetworkPolicy
 metadata: {name: egress-only, namespace: b}
@@ -71,11 +181,17 @@ spec:
   podSelector: {matchLabels: {app: server}}
   policyTypes: [Egress]
   ingress: [{from: [{namespaceSelector: {}}]}]
-""", "a/client", "b/server", 8080, "ingress-rules-ignored", id="ingress-rules-ignored"),
-        pytest.param("""
+""", ("a/client", "b/server", 8080, "TCP"), id="ingress-rules-ignored"),
+    pytest.param("ingress-rules-ignored", False, DENY_B + """
+---
 kind: NetworkPolicy
-metadata: {name: deny-egress, namespace: a}
-spec: {podSelector: {}, policyTypes: [Egress]}
+metadata: {name: egress-only, namespace: b}
+spec:
+  podSelector: {matchLabels: {app: server}}
+  policyTypes: [Egress]
+  ingress: [{from: [{namespaceSelector: {matchLabels: {purpose: monitoring}}}]}]
+""", ("a/client", "b/server", 8080, "TCP"), id="near-miss-ignored-rules-would-not-admit"),
+    pytest.param("egress-rules-ignored", True, DENY_A_EGRESS + """
 ---
 kind: NetworkPolicy
 metadata: {name: allow-b, namespace: a}
@@ -83,49 +199,64 @@ spec:
   podSelector: {matchLabels: {app: client}}
   policyTypes: [Ingress]
   egress: [{to: [{namespaceSelector: {matchLabels: {kubernetes.io/metadata.name: b}}}]}]
-""", "a/client", "b/server", 8080, "egress-rules-ignored", id="egress-rules-ignored"),
-        pytest.param("""
+""", ("a/client", "b/server", 8080, "TCP"), id="egress-rules-ignored"),
+    pytest.param("egress-rules-ignored", False, DENY_A_EGRESS + """
+---
 kind: NetworkPolicy
-metadata: {name: from-agent, namespace: b}
+metadata: {name: allow-b, namespace: a}
 spec:
-  podSelector: {}
-  ingress: [{from: [{namespaceSelector: {}, podSelector: {matchLabels: {app: agent}}}]}]
-""", "a/agent", "b/server", 8080, "host-network-peer", id="host-network-peer"),
-        pytest.param("""
-kind: NetworkPolicy
-metadata: {name: to-service-ip, namespace: a}
-spec:
-  podSelector: {}
-  policyTypes: [Egress]
-  egress: [{to: [{ipBlock: {cidr: 10.96.5.5/32}}]}]
-""", "a/client", "b/server", 8080, "ipblock-service-ip", id="ipblock-service-ip"),
-        pytest.param("""
-kind: NetworkPolicy
-metadata: {name: named, namespace: b}
-spec:
-  podSelector: {}
-  ingress: [{ports: [{port: http}]}]
-""", "a/client", "b/server", 8080, "named-port-undefined", id="named-port-undefined"),
-        pytest.param("""
-kind: NetworkPolicy
-metadata: {name: pods-only, namespace: b}
-spec:
-  podSelector: {}
-  ingress: [{from: [{namespaceSelector: {}}]}]
-""", "192.168.0.1", "b/server", 8080, "kubelet-probe-absent", id="no-probe-port-no-kubelet-trap"),
-    ],
-)
-def test_trap_is_detected_from_state(policies: str, src: str, dst: str, port: int, expected: str) -> None:
-    """Each trap appears exactly when the objects show it, and its fix is verified."""
-    found = _traps(policies, src, dst, port)
-    if expected.endswith("-absent"):
-        assert expected.removesuffix("-absent") not in found
-    else:
-        assert expected in found
+  podSelector: {matchLabels: {app: client}}
+  policyTypes: [Ingress]
+  egress: [{to: [{namespaceSelector: {matchLabels: {purpose: monitoring}}}]}]
+""", ("a/client", "b/server", 8080, "TCP"), id="near-miss-ignored-egress-would-not-admit"),
+    pytest.param("host-network-peer", True,
+                 _ingress_b("{from: [{namespaceSelector: {}, podSelector: {matchLabels: {app: agent}}}]}"),
+                 ("a/agent", "b/server", 8080, "TCP"), id="host-network-peer"),
+    pytest.param("host-network-peer", False,
+                 _ingress_b("{from: [{namespaceSelector: {}, podSelector: {matchLabels: {app: client}}}]}"),
+                 ("a/agent", "b/server", 8080, "TCP"), id="near-miss-no-rule-selects-the-host-pod"),
+    pytest.param("apiserver-egress", True, DENY_A_EGRESS, ("a/client", "10.96.0.1", 443, "TCP"), id="apiserver-svc"),
+    pytest.param("apiserver-egress", True, DENY_A_EGRESS, ("a/client", "192.168.0.100", 6443, "TCP"),
+                 id="apiserver-endpoint"),
+    pytest.param("apiserver-egress", False, DENY_A_EGRESS, ("a/client", "192.168.0.1", 6443, "TCP"),
+                 id="near-miss-6443-on-a-node-that-is-no-apiserver"),
+    pytest.param("ipblock-service-ip", True, _egress_a("{to: [{ipBlock: {cidr: 10.96.5.5/32}}]}"),
+                 ("a/client", "b/server", 8080, "TCP"), id="ipblock-service-ip"),
+    pytest.param("ipblock-service-ip", False,
+                 _egress_a("{to: [{ipBlock: {cidr: 10.0.0.0/8, except: [10.1.0.0/16]}}]}"),
+                 ("a/client", "b/server", 8080, "TCP"), id="near-miss-pods-excepted-on-purpose"),
+    pytest.param("named-port-undefined", True, _ingress_b("{ports: [{port: Web}]}"),
+                 ("a/client", "b/server", 8080, "TCP"), id="named-port-case"),
+    pytest.param("named-port-undefined", True, _ingress_b("{ports: [{port: web, protocol: UDP}]}"),
+                 ("a/client", "b/server", 8080, "UDP"), id="named-port-other-protocol"),
+    pytest.param("named-port-undefined", False, _ingress_b("{ports: [{port: metrics}]}"),
+                 ("a/client", "b/server", 8080, "TCP"), id="near-miss-name-of-other-pods"),
+    pytest.param("kubelet-probe", False, _ingress_b("{from: [{namespaceSelector: {}}]}"),
+                 ("192.168.0.1", "b/server", 8080, "TCP"), id="near-miss-no-probe-port-no-kubelet-trap"),
+]
+
+
+@pytest.mark.parametrize(("trap", "fires", "policies", "query"), TRAP_CASES)
+def test_trap_fires_only_on_evidence(trap: str, fires: bool, policies: str, query: tuple[str, str, int, str]) -> None:
+    """Each trap appears where the objects show the mistake, and not on its near miss; fixes are verified."""
+    found = _traps(policies, *query)
+    assert (trap in found) is fires, found
+
+
+def test_every_trap_id_has_a_near_miss_case_and_a_documented_rule() -> None:
+    """A near-miss test per trap id (kubelet-probe's own cases live with the node profiles) and a rule in docs."""
+    near = {p.values[0] for p in TRAP_CASES if p.values[1] is False}
+    assert near == set(TITLES)
+    doc = (Path(__file__).resolve().parents[3] / "docs" / "traps.md").read_text()
+    sections = {line: body for line, _, body in (part.partition("\n") for part in doc.split("\n## ")[1:])}
+    for trap_id in TITLES:
+        body = next((b for head, b in sections.items() if f"`{trap_id}`" in head), None)
+        assert body is not None, trap_id
+        assert "Must not fire" in body
 
 
 def test_rules_ignored_fix_adds_the_missing_policy_type() -> None:
-    """When ignored rules would admit the connection, the fix lists the direction in policyTypes."""
+    """When ignored rules admit just this connection, listing the direction in policyTypes is the least change."""
     engine = _engine(DENY_B + """
 ---
 kind: NetworkPolicy
@@ -133,7 +264,8 @@ metadata: {name: egress-only, namespace: b}
 spec:
   podSelector: {matchLabels: {app: server}}
   policyTypes: [Egress]
-  ingress: [{from: [{namespaceSelector: {}}]}]
+  ingress: [{from: [{namespaceSelector: {matchLabels: {kubernetes.io/metadata.name: a}},
+                     podSelector: {matchLabels: {app: client}}}], ports: [{port: 8080}]}]
 """)
     conn = queries.connection(engine.state, queries.Query("a/client", "b/server", 8080, "TCP"))
     fix = explain_connection(engine, conn).fixes[0]
@@ -153,6 +285,8 @@ spec: {podSelector: {}, policyTypes: [Egress]}
     conn = queries.connection(engine.state, queries.Query("a/client", "b/server", 8080, "TCP"))
     expl = explain_connection(engine, conn)
     assert [t.direction for t in expl.denying] == ["egress", "ingress"]
-    assert [f.kind for f in expl.fixes] == ["new-policy", "new-policy"]
+    # Both policies deny everything and select only these pods: a rule in each opens no more than a new policy,
+    # and writes fewer clauses.
+    assert [f.kind for f in expl.fixes] == ["add-rule", "add-rule"]
     assert all(f.verified for f in expl.fixes)
     assert "egress of a/client is isolated by a/deny-egress" in expl.headline
