@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from drop_explainer.cluster import enforcer
+from drop_explainer.policy import profiles
 from drop_explainer.sources import antrea, calico
 from drop_explainer.sources.channels import TlsSettings
 from drop_explainer.sources.hubble import DEFAULT_TARGET, HubbleSettings
@@ -91,6 +92,9 @@ OPTIONS: tuple[Option, ...] = (
     Option("store-retention-hours", 168.0, "Forget signatures not seen for this long.", float),
     Option("events", True, "Create Kubernetes Events on pods for new drop signatures.", _bool),
     Option("policy-enforcer", "", "Who enforces NetworkPolicy (cilium, calico, antrea, none...); empty: detect it."),
+    Option("cni", "", "CNI profile for node-local traffic (spec, cilium, calico, antrea, kube-router, aws-vpc-cni, "
+           "kube-network-policies, ovn-kubernetes; settings after commas, e.g. cilium,allow-localhost=policy); "
+           "empty: the detected enforcer's, else the flow source's (hubble: cilium, calico-*: calico, antrea)."),
     Option("not-enforced-events", True, "Where nothing enforces policy, one Event on each new NetworkPolicy.", _bool),
     Option("mode", "daemonset", "daemonset (each instance holds its node's drops) or single (one instance).",),
     Option("peers", "", "Static peers node=url,... (tests); default: the DaemonSet's own pods from the API."),
@@ -144,6 +148,8 @@ class Settings:
     policy_enforcer: str = ""
     """Configured enforcer name; empty = detect it from the cluster (cluster/enforcer.py)."""
     not_enforced_events: bool = True
+    cni: str = ""
+    """Configured CNI profile (policy/profiles.py syntax); empty = detected, else the source's default."""
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -198,6 +204,11 @@ def from_args(args: argparse.Namespace, env: Mapping[str, str] | None = None) ->
     if v["policy_enforcer"] and v["policy_enforcer"] not in enforcer.PROFILE_OF:
         raise SettingsError(f"--policy-enforcer: expected one of {', '.join(sorted(enforcer.PROFILE_OF))}, "
                             f"got {v['policy_enforcer']!r}")
+    if v["cni"]:
+        try:
+            profiles.parse(v["cni"])
+        except profiles.ProfileError as exc:
+            raise SettingsError(f"--cni: {exc}") from None
     if v["mode"] not in ("daemonset", "single"):
         raise SettingsError(f"--mode: expected daemonset or single, got {v['mode']!r}")
     if not 0 <= v["port"] < 65536:  # 0: any free port (tests)
@@ -234,6 +245,7 @@ def from_args(args: argparse.Namespace, env: Mapping[str, str] | None = None) ->
             namespaces=tuple(v["antrea_namespaces"]), initial_history=v["antrea_initial_history"]),
         policy_enforcer=v["policy_enforcer"],
         not_enforced_events=v["not_enforced_events"],
+        cni=v["cni"],
     )
 
 

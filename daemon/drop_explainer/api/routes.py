@@ -23,7 +23,7 @@ from drop_explainer.api import params, render
 from drop_explainer.api.openapi import document
 from drop_explainer.api.params import BadRequest, DropFilter
 from drop_explainer.api.peers import PeerError, Peers
-from drop_explainer.explain import enforcement, explaining, rendering
+from drop_explainer.explain import enforcement, rendering, services
 from drop_explainer.policy import queries
 from drop_explainer.policy.engine import Engine
 
@@ -205,10 +205,12 @@ async def whatif(request: web.Request) -> web.Response:
         query = queries.parse_query({k: v for k, v in request.query.items() if k not in params.COMMON})
         engine = _ctx(request).engine()
         conn = queries.connection(engine.state, query)
+        expl = services.explain(engine, conn)
+    except queries.AmbiguousQuery as exc:
+        return _error(request, 409, str(exc), candidates=exc.candidates)
     except queries.BadQuery as exc:
         raise BadRequest(str(exc)) from None
-    expl = explaining.explain_connection(engine, conn)
-    data = queries.verdict_json(query, conn, expl.verdict) | {"explanation": rendering.explanation_json(expl)}
+    data = services.answer_json(query, conn, expl)
     data = enforcement.label_answer(data, engine.state.enforcer)
     return _respond(request, data, lambda: rendering.explanation_text(expl))
 

@@ -132,6 +132,35 @@ class Service:
 
 
 @dataclass(frozen=True, slots=True)
+class SliceEndpoint:
+    """One endpoint of an EndpointSlice: the addresses of one backend and whether it is ready."""
+
+    addresses: tuple[str, ...]
+    ready: bool = True
+    """conditions.ready; the API says a missing value means ready."""
+    pod: str | None = None
+    """NAMESPACE/NAME of the targetRef when it is a Pod."""
+    node_name: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class EndpointSlice:
+    """discovery.k8s.io/v1 EndpointSlice: which pods (and ports) back a Service right now."""
+
+    namespace: str
+    name: str
+    service: str | None
+    """The kubernetes.io/service-name label: the Service (in the same namespace) it belongs to."""
+    endpoints: tuple[SliceEndpoint, ...] = ()
+    ports: tuple[tuple[str | None, int | None, str], ...] = ()
+    """(name, port, protocol) of each port; the port is already the backend's (targetPort resolved)."""
+
+    @property
+    def key(self) -> str:
+        return f"{self.namespace}/{self.name}"
+
+
+@dataclass(frozen=True, slots=True)
 class IPBlock:
     cidr: str
     except_: tuple[str, ...] = ()

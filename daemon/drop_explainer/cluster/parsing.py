@@ -12,6 +12,7 @@ from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
 from drop_explainer.cluster import objects as o
+from drop_explainer.cluster import slices
 from drop_explainer.cluster.errors import ObjectError
 
 T = TypeVar("T")
@@ -374,4 +375,5 @@ PARSERS: dict[str, Callable[[Mapping[str, Any], str], object]] = {
     "Node": parse_node,
     "Service": parse_service,
     "NetworkPolicy": parse_network_policy,
+    "EndpointSlice": slices.parse_endpoint_slice,
 }

@@ -31,6 +31,8 @@ class ClusterState:
     nodes: Mapping[str, o.Node]
     services: Mapping[str, o.Service]
     policies: Mapping[str, o.NetworkPolicy]
+    endpoint_slices: Mapping[str, o.EndpointSlice] = field(default_factory=dict)
+    """discovery.k8s.io/v1 EndpointSlices, when the state has them (a Service's ready backends)."""
     generation: int = field(default_factory=lambda: next(_generations))
     """Distinct for every snapshot built; caches key on it."""
     enforcer: Detection | None = None
@@ -44,6 +46,8 @@ class ClusterState:
     service_by_ip: Mapping[str, o.Service] = field(init=False)
     pods_by_name: Mapping[str, tuple[o.Pod, ...]] = field(init=False)
     services_by_namespace: Mapping[str, tuple[o.Service, ...]] = field(init=False)
+    slices_by_service: Mapping[str, tuple[o.EndpointSlice, ...]] = field(init=False)
+    """NAMESPACE/SERVICE -> its EndpointSlices."""
     pod_networks: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = field(init=False)
 
     def __post_init__(self) -> None:
@@ -75,6 +79,11 @@ class ClusterState:
         object.__setattr__(self, "service_by_ip", svc_ip)
         object.__setattr__(self, "services_by_namespace", {k: tuple(v) for k, v in svc_ns.items()})
         object.__setattr__(self, "pod_networks", nets)
+        by_svc: dict[str, list[o.EndpointSlice]] = defaultdict(list)
+        for sl in self.endpoint_slices.values():
+            if sl.service:
+                by_svc[f"{sl.namespace}/{sl.service}"].append(sl)
+        object.__setattr__(self, "slices_by_service", {k: tuple(v) for k, v in by_svc.items()})
 
     @classmethod
     def build(cls, objs: Iterable[object]) -> ClusterState:
@@ -84,6 +93,7 @@ class ClusterState:
         nodes: dict[str, o.Node] = {}
         svcs: dict[str, o.Service] = {}
         pols: dict[str, o.NetworkPolicy] = {}
+        slices: dict[str, o.EndpointSlice] = {}
         for obj in objs:
             match obj:
                 case o.Namespace():
@@ -96,18 +106,21 @@ class ClusterState:
                     svcs[obj.key] = obj
                 case o.NetworkPolicy():
                     pols[obj.key] = obj
+                case o.EndpointSlice():
+                    slices[obj.key] = obj
                 case _:
                     raise TypeError(f"not a cluster object: {type(obj).__name__}")
         # Namespaces referenced but not listed still exist for the selectors
         # that match on kubernetes.io/metadata.name, as the API server sets it.
         for name in {p.namespace for p in pods.values()} | {p.namespace for p in pols.values()}:
             ns.setdefault(name, o.Namespace(name, {"kubernetes.io/metadata.name": name}))
-        return cls(ns, pods, nodes, svcs, pols)
+        return cls(ns, pods, nodes, svcs, pols, slices)
 
     def with_objects(self, *objs: object) -> ClusterState:
         """A new snapshot with these objects added or replacing their namesakes."""
         built = ClusterState.build([*self.namespaces.values(), *self.pods.values(), *self.nodes.values(),
-                                    *self.services.values(), *self.policies.values(), *objs])
+                                    *self.services.values(), *self.policies.values(),
+                                    *self.endpoint_slices.values(), *objs])
         return built.with_enforcer(self.enforcer).with_not_evaluated(self.not_evaluated)
 
     def with_enforcer(self, detection: Detection | None) -> ClusterState:

@@ -207,7 +207,7 @@ def _checked(engine: Engine, conn: Connection, changes: list[Change], *, radius:
     state = engine.state
     for change in changes:
         state = change.apply(state)
-    after = Engine(state)
+    after = Engine(state, engine.profile)
     verified = after.evaluate(_reresolve(after.state, conn)).allowed
     opened = blast.blast_radius(engine, after, conn, changes) if verified and radius else None
     return tuple(replace(c.fix, verified=verified, blast_radius=opened) for c in changes if c.fix is not None)
