@@ -94,12 +94,22 @@ def _covering(cidrs: list[str]) -> str | None:
     return str(net)
 
 
+def cilium_policy(pod: Pod, port: int) -> str:
+    """The CiliumNetworkPolicy admitting the local host on the probe port, as one line of YAML for kubectl apply."""
+    from drop_explainer.explain import fixes  # fixes imports the traps, which import this module
+
+    labels = ", ".join(f"{k}: {v}" for k, v in fixes.workload_selector(pod).match_labels)
+    return (f"{{apiVersion: cilium.io/v2, kind: CiliumNetworkPolicy, metadata: {{name: allow-host-probes, namespace: "
+            f"{pod.namespace}}}, spec: {{endpointSelector: {{matchLabels: {{{labels}}}}}, ingress: [{{fromEntities: "
+            f"[host], toPorts: [{{ports: [{{port: \"{port}\", protocol: TCP}}]}}]}}]}}}}")
+
+
 def fix_text(engine: Engine, pod: Pod, port: int) -> str:
     exec_hint = " Or make it an exec probe, which runs in the container and never crosses the network."
     if engine.profile.name == "cilium":
-        return (f"Fix on Cilium: a CiliumNetworkPolicy selecting {pod.key} with ingress fromEntities: [host] on TCP "
-                f"{port}, or run the agent with allow-localhost=always (the default); a NetworkPolicy ipBlock does not "
-                "match the host identity unless policy-cidr-match-mode=nodes." + exec_hint)
+        return (f"Fix on Cilium: a CiliumNetworkPolicy allowing the host entity, {cilium_policy(pod, port)}, or run "
+                "the agent with allow-localhost=always (the default); a NetworkPolicy ipBlock does not match the host "
+                "identity unless policy-cidr-match-mode=nodes." + exec_hint)
     addrs = node_addresses(engine)
     cover = _covering(addrs)
     where = ", ".join(addrs) or "(no node addresses in the state)"
@@ -119,7 +129,8 @@ def kubelet_probe(engine: Engine, conn: Connection, flow: Flow | None) -> Iterat
     probe = next((what for number, what in probe_ports(dst) if number == conn.port), None)
     if probe is None:
         return
-    head = f"{conn.source.describe()} is {dst.key}'s own node {node}, from which the kubelet runs the {probe}"
+    head = f"{conn.source.ip or conn.source.describe()} is {dst.key}'s own node {node}, from which the kubelet runs " \
+        f"the {probe}"
     ingress = engine.evaluate(conn).ingress
     local = ingress.node_local
     if _observed_drop(flow):

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 
 import pytest
+import yaml
 
 from drop_explainer.cluster.loading import parse_documents
 from drop_explainer.cluster.state import ClusterState
@@ -165,3 +166,17 @@ def test_the_trap_does_not_fire_without_evidence(make: object) -> None:
     text = rendering.explanation_text(expl)
     assert "kubelet-probe" not in text
     assert "is the address of n1" not in text
+
+
+def test_the_cilium_fix_is_a_valid_cilium_network_policy_for_the_host() -> None:
+    """The CiliumNetworkPolicy in the trap parses as YAML and admits the host entity on the probe port only."""
+    detail = _trap(_whatif("cilium,allow-localhost=policy", "192.168.0.1", 8080))
+    assert detail is not None
+    start = detail.index("{apiVersion: cilium.io/v2")
+    end = detail.index("TCP}]}]}]}}", start) + len("TCP}]}]}]}}")
+    cnp = yaml.safe_load(detail[start:end])
+    assert cnp["kind"] == "CiliumNetworkPolicy"
+    assert cnp["metadata"]["namespace"] == "b"
+    assert cnp["spec"]["endpointSelector"] == {"matchLabels": {"app": "server"}}
+    assert cnp["spec"]["ingress"] == [{"fromEntities": ["host"],
+                                       "toPorts": [{"ports": [{"port": "8080", "protocol": "TCP"}]}]}]
