@@ -96,11 +96,16 @@ def document() -> dict[str, Any]:
                 NS, _param("name", "path", "Policy name.", _STR), *[f for f in FILTERS if f["name"] != "policy"]],
                 "DropList", 400),
             "/whatif": _get("Would this connection be allowed, and why", [
-                _param("from", "query", "NAMESPACE/POD or an IP address.", _STR, True),
-                _param("to", "query", "NAMESPACE/POD or an IP address.", _STR, True),
-                _param("port", "query", "Destination port (the pod's port).", {"type": "integer"}, True),
+                _param("from", "query", "NAMESPACE/POD, a pod or node name unique in the state, node/NAME, or an "
+                       "IP address.", _STR, True),
+                _param("to", "query", "NAMESPACE/POD, svc/NAMESPACE/NAME (NAMESPACE/NAME of a Service when no such "
+                       "pod), a unique name, or an IP address (a Service cluster IP is judged at each ready "
+                       "backend).", _STR, True),
+                _param("port", "query", "Destination port: a number, or a port name of the destination pod or "
+                       "Service (a Service port is translated to each backend's targetPort).",
+                       {"oneOf": [{"type": "integer"}, {"type": "string"}]}, True),
                 _param("protocol", "query", "TCP (default), UDP or SCTP.", {"enum": ["TCP", "UDP", "SCTP"]}),
-                FORMAT], "WhatIf", 400),
+                FORMAT], "WhatIf", 400, 409),
             "/healthz": {"get": {"summary": "Liveness: 503 when a watch or the flow source is stalled",
                                  "responses": {"200": {"description": "healthy"}, "503": {"description": "stalled"}}}},
             "/readyz": {"get": {"summary": "Readiness: 503 until every kind of object has synced once",
@@ -111,6 +116,8 @@ def document() -> dict[str, Any]:
         },
         "components": {"schemas": {
             "Drop": _DROP, "DropList": _LIST, "Error": _ERROR,
-            "WhatIf": {"type": "object", "required": ["allowed", "ingress", "egress", "explanation"]},
+            "WhatIf": {"type": "object", "required": ["allowed", "ingress", "egress", "explanation"],
+                       "description": "whatif-result.schema.json: the verdict, the CNI profile that judged it, "
+                                      "and for a Service the verdict of each backend."},
         }},
     }

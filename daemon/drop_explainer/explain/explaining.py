@@ -40,7 +40,7 @@ def explain_connection(engine: Engine, conn: Connection, flow: Flow | None = Non
     found = traps.detect(engine, conn, traces, flow) if traces else tuple(traps.kubelet_probe(engine, conn, flow))
     plan = fixes.plan(engine, conn, traces, radius=blast_radius) if traces else ()
     if any(t.id == probes.TRAP_ID for t in found):
-        plan = probes.with_node_fix(engine, conn, traces, plan)
+        plan = probes.with_node_fix(engine, conn, traces, plan, radius=blast_radius)
     agreement = _agreement(verdict, flow)
     if verdict.allowed and flow is not None and any(t.id == probes.TRAP_ID for t in found):
         agreement = replace(agreement, causes=("the source is the pod's own node, which networking/v1 and the "
@@ -85,7 +85,10 @@ def complete(engine: Engine, expl: Explanation) -> Explanation:
     """
     if not expl.fixes or all(f.blast_radius is not None or not f.verified for f in expl.fixes):
         return expl
-    return replace(expl, fixes=fixes.plan(engine, expl.connection, expl.denying, radius=True))
+    plan = fixes.plan(engine, expl.connection, expl.denying, radius=True)
+    if any(t.id == probes.TRAP_ID for t in expl.traps):
+        plan = probes.with_node_fix(engine, expl.connection, expl.denying, plan)
+    return replace(expl, fixes=plan)
 
 
 def flow_connection(engine: Engine, flow: Flow) -> tuple[Connection, tuple[str, ...]]:

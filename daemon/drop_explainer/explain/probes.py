@@ -57,7 +57,7 @@ def probe_ports(pod: Pod) -> Iterator[tuple[int, str]]:
 
 
 def _observed_drop(flow: Flow | None) -> bool:
-    return flow is not None and flow.verdict in (Verdict.DROPPED, Verdict.AUDIT) and \
+    return flow is not None and flow.verdict is Verdict.DROPPED and \
         flow.drop_kind in (DropKind.POLICY_DENIED, DropKind.POLICY_DENY)
 
 
@@ -141,7 +141,7 @@ def kubelet_probe(engine: Engine, conn: Connection, flow: Flow | None) -> Iterat
         yield f"{head}; under CNI profile {engine.profile.describe()}: {local.why}. {fix_text(engine, dst, conn.port)}"
 
 
-def node_fix(engine: Engine, conn: Connection, traces: tuple[PolicyTrace, ...]) -> Fix | None:
+def node_fix(engine: Engine, conn: Connection, traces: tuple[PolicyTrace, ...], *, radius: bool = True) -> Fix | None:
     """For a non-Cilium profile: add every node's address to the closest ingress policy, checked by the engine."""
     if engine.profile.name == "cilium":
         return None
@@ -158,7 +158,7 @@ def node_fix(engine: Engine, conn: Connection, traces: tuple[PolicyTrace, ...]) 
     fix = Fix("add-rule", f"add ingress rule {len(policy.ingress)} to {policy.key} admitting every node's address "
               f"({', '.join(addrs)}) on TCP {conn.port}", "kubectl apply -f - <<'EOF'\n" + manifests.to_yaml(doc)
               + "EOF\n", (doc,), verified=verified)
-    if not verified:
+    if not verified or not radius:
         return fix
     change = _Change(((edited, PolicyType.INGRESS, rule),))
     return replace(fix, blast_radius=blast.blast_radius(engine, after, conn, [change]))
@@ -172,13 +172,27 @@ class _Change:
     labels: tuple[tuple[str, Mapping[str, str]], ...] = ()
 
 
+def _one_node(fix: Fix, ip: str) -> bool:
+    """Does this fix admit the source by a host route of its own address (in its objects or its command)?"""
+    cidr = f"{ip}/{ipaddress.ip_address(ip).max_prefixlen}"
+    for obj in fix.objects:
+        spec = obj.get("spec")
+        rules = spec.get("ingress", ()) if isinstance(spec, Mapping) else ()
+        for rule in rules:
+            if any(p.get("ipBlock", {}).get("cidr") == cidr for p in rule.get("from", ())):
+                return True
+    return f"cidr: {cidr}" in fix.apply or f'"cidr": "{cidr}"' in fix.apply
+
+
 def with_node_fix(engine: Engine, conn: Connection, traces: tuple[PolicyTrace, ...],
-                  plan: tuple[Fix, ...]) -> tuple[Fix, ...]:
+                  plan: tuple[Fix, ...], *, radius: bool = True) -> tuple[Fix, ...]:
     """The plan with its one-node ipBlock fix replaced (or, on Cilium, dropped: an ipBlock cannot match the host)."""
     src = conn.source.ip
-    one_node = tuple(f for f in plan if src is not None and f"cidr: {src}/" in f.apply)
+    if src is None:
+        return plan
+    one_node = tuple(f for f in plan if _one_node(f, src))
     if not one_node:
         return plan
     kept = tuple(f for f in plan if f not in one_node)
-    better = node_fix(engine, conn, traces)
+    better = node_fix(engine, conn, traces, radius=radius)
     return (*kept, better) if better is not None else kept

@@ -16,7 +16,7 @@ import yaml
 from drop_explainer.cluster.loading import parse_documents
 from drop_explainer.cluster.state import ClusterState
 from drop_explainer.explain import rendering
-from drop_explainer.explain.explaining import explain_connection, explain_flow
+from drop_explainer.explain.explaining import complete, explain_connection, explain_flow
 from drop_explainer.explain.model import Explanation
 from drop_explainer.flows.model import Direction, DropKind, Endpoint, EndpointKind, Flow, Verdict
 from drop_explainer.policy import profiles, queries
@@ -180,3 +180,17 @@ def test_the_cilium_fix_is_a_valid_cilium_network_policy_for_the_host() -> None:
     assert cnp["spec"]["endpointSelector"] == {"matchLabels": {"app": "server"}}
     assert cnp["spec"]["ingress"] == [{"fromEntities": ["host"],
                                        "toPorts": [{"ports": [{"port": "8080", "protocol": "TCP"}]}]}]
+
+
+def test_the_deferred_blast_radius_keeps_the_every_node_fix() -> None:
+    """The daemon completes the radius later (explaining.complete): the fix stays every node's, never a /32."""
+    engine = Engine(STATE, profiles.parse("aws-vpc-cni"))
+    flow = _drop("192.168.0.101", 8080)
+    quick = explain_flow(engine, flow, blast_radius=False)
+    assert [f.blast_radius for f in quick.fixes] == [None]
+    done = complete(engine, quick)
+    (fix,) = done.fixes
+    assert fix.verified
+    assert fix.blast_radius is not None
+    assert "192.168.0.2/32" in fix.apply
+    assert "192.168.0.101/32" in fix.apply
