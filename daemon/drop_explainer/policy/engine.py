@@ -10,7 +10,7 @@ once (which policies select each pod) so a verdict costs a few dict lookups.
 from __future__ import annotations
 
 import ipaddress
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import lru_cache
 
 from drop_explainer.cluster.objects import IPBlock, NetworkPolicy, Node, Peer, Pod, PolicyType, Rule
@@ -192,6 +192,8 @@ class Engine:
                                "policy-enforcement-mode=always and no ingress rule selecting the pod Cilium adds no "
                                "allow from the local host")
             return DirectionVerdict(False, True, (), (), nl, why)
+        if other.ip is not None and self.profile.ip_block_blind_to(other.kind) is not None:
+            other = replace(other, ip=None)  # selectors never read the address; only ipBlocks did
         allowed_by = tuple(
             (p, i)
             for p in policies

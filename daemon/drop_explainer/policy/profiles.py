@@ -20,16 +20,18 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 
 from drop_explainer.cluster.objects import Node
+from drop_explainer.policy.endpoints import SubjectKind
 
 SPEC = "spec"
 NAMES = (SPEC, "cilium", "calico", "antrea", "kube-router", "aws-vpc-cni", "kube-network-policies", "ovn-kubernetes")
 
 SETTINGS: Mapping[str, Mapping[str, tuple[str, ...]]] = {
-    "cilium": {"allow-localhost": ("auto", "always", "policy"), "policy-enforcement-mode": ("default", "always")},
+    "cilium": {"allow-localhost": ("auto", "always", "policy"), "policy-enforcement-mode": ("default", "always"),
+               "policy-cidr-match-mode": ("", "nodes")},
 }
 """Settings a profile understands, with their accepted values (first = default)."""
 _ALIASES = {"enable-policy": "policy-enforcement-mode", "policyEnforcementMode": "policy-enforcement-mode",
-            "allowLocalhost": "allow-localhost"}
+            "allowLocalhost": "allow-localhost", "policyCIDRMatchMode": "policy-cidr-match-mode"}
 
 SOURCE_DEFAULTS: Mapping[str, str] = {"hubble": "cilium", "calico-goldmane": "calico", "calico-felix": "calico",
                                       "antrea": "antrea"}
@@ -68,6 +70,23 @@ class Profile:
     def isolates_every_pod(self) -> bool:
         """Cilium policy-enforcement-mode=always: a pod no policy selects still accepts nothing."""
         return self.name == "cilium" and self.setting("policy-enforcement-mode") == "always"
+
+    def ip_block_blind_to(self, kind: SubjectKind) -> str | None:
+        """Why an ipBlock cannot match an end of this kind on this datapath, or None when it can.
+
+        Cilium: "By default, CIDR-based selectors do not match in-cluster entities (pods or nodes)"
+        (Documentation/security/policy/layer3.rst; NetworkPolicy ipBlock alike, network/kubernetes/policy.rst);
+        policy-cidr-match-mode=nodes makes them match node addresses.
+        """
+        if self.name != "cilium":
+            return None
+        if kind is SubjectKind.POD:
+            return "on Cilium an ipBlock never matches a Cilium-managed pod; select it by labels"
+        nodes = self.setting("policy-cidr-match-mode") == "nodes"
+        if kind in (SubjectKind.NODE, SubjectKind.HOST_NETWORK_POD) and not nodes:
+            return ("on Cilium an ipBlock does not match a node or its host-network pods unless "
+                    "policy-cidr-match-mode=nodes (use fromEntities host/remote-node in a CiliumNetworkPolicy)")
+        return None
 
     def json(self) -> dict[str, object]:
         return {"name": self.name, "settings": dict(self.settings), "origin": self.origin}

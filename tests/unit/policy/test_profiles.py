@@ -174,3 +174,34 @@ def test_the_profile_is_configured_then_detected_then_the_sources(configured: st
     """--cni first, then the detected enforcer's profile, then the flow source's default, then spec."""
     chosen = profiles.choose(configured, detected=detected, source=source)
     assert (chosen.name, chosen.origin) == (name, origin)
+
+
+IP_BLOCKS = ClusterState.build(parse_documents("ipblocks", WORLD.replace(
+    "ingress: [{from: [{namespaceSelector: {}}]}]",
+    "ingress: [{from: [{ipBlock: {cidr: 192.168.0.0/24}}, {ipBlock: {cidr: 10.1.2.0/24}}, "
+    "{ipBlock: {cidr: 203.0.113.0/24}}]}]")))
+
+
+@pytest.mark.parametrize(
+    ("cni", "src", "allowed"),
+    [
+        pytest.param("spec", OTHER_NODE, True, id="spec-ipblock-matches-a-node"),
+        pytest.param("spec", "a/client", True, id="spec-ipblock-matches-a-pod-address"),
+        pytest.param("cilium", OTHER_NODE, False, id="cilium-ipblock-blind-to-nodes"),
+        pytest.param("cilium", "a/agent2", False, id="cilium-ipblock-blind-to-host-network-pods"),
+        pytest.param("cilium,policy-cidr-match-mode=nodes", OTHER_NODE, True, id="cilium-cidr-match-mode-nodes"),
+        pytest.param("cilium", "a/client", False, id="cilium-ipblock-never-matches-pods"),
+        pytest.param("cilium", "203.0.113.9", True, id="cilium-ipblock-matches-the-world"),
+        pytest.param("calico", OTHER_NODE, True, id="calico-ipblock-matches-a-node"),
+    ],
+)
+def test_what_an_ip_block_can_match_follows_the_profile(cni: str, src: str, allowed: bool) -> None:
+    """Cilium: "By default, CIDR-based selectors do not match in-cluster entities (pods or nodes)" (layer3.rst)."""
+    engine = Engine(IP_BLOCKS, profiles.parse(cni))
+    conn = queries.connection(IP_BLOCKS, queries.Query(src, "b/server", 8080))
+    assert engine.evaluate(conn).ingress.allowed is allowed
+    expl = explain_connection(engine, conn)
+    if not allowed:
+        # The trace says why, clause by clause, with the same reason the engine used.
+        messages = [f.message for t in expl.denying for r in t.rules for f in r.failures]
+        assert any("on Cilium an ipBlock" in m for m in messages)
