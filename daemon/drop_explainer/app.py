@@ -282,7 +282,7 @@ def profile_chooser(settings: Settings) -> Callable[[ClusterState], profiles.Pro
         found = snap.enforcer
         return profiles.choose(detected=found.profile if found is not None else None,
                                evidence=", ".join(found.evidence[:2]) if found is not None else "",
-                               source=settings.source)
+                               source=settings.source, settings=found.settings if found is not None else ())
 
     return choose
 

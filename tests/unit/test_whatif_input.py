@@ -109,6 +109,7 @@ def test_a_port_the_destination_does_not_declare_gets_a_note() -> None:
                      id="unknown-service-port"),
         pytest.param(["--port", "80", "--to", "svc/backend/nope"], "no service backend/nope", id="unknown-service"),
         pytest.param(["--port", "80", "--to", "nobody"], "no pod, node or service named nobody", id="unknown-name"),
+        pytest.param(["--port", "80", "--from", "svc/backend/backend"], "cannot be a source", id="service-as-source"),
     ],
 )
 def test_unresolvable_input_is_a_usage_error(args: list[str], error: str, capsys: pytest.CaptureFixture[str]) -> None:
@@ -168,3 +169,13 @@ def test_version_is_the_installed_one(capsys: pytest.CaptureFixture[str]) -> Non
         cli.main(["--version"])
     assert exc.value.code == 0
     assert capsys.readouterr().out.strip() == f"drop-explainer {metadata.version('drop-explainer')}"
+
+
+def test_state_names_the_profile_it_would_use() -> None:
+    """drop-explainer state says which CNI profile answers would be judged by, and --cni changes it."""
+    out = io.StringIO()
+    assert cli.main(["state", "--state", "example"], out=out) == 0
+    assert "CNI profile: spec, default for an offline what-if" in out.getvalue()
+    out = io.StringIO()
+    assert cli.main(["state", "--state", "example", "--cni", "calico"], out=out) == 0
+    assert "CNI profile: calico, set by --cni" in out.getvalue()

@@ -109,7 +109,7 @@ def profile_of_state(state: ClusterState) -> Profile:
     found = state.enforcer
     if found is None:
         return Profile()
-    return profiles.choose(detected=found.profile, evidence=", ".join(found.evidence[:2]))
+    return profiles.choose(detected=found.profile, evidence=", ".join(found.evidence[:2]), settings=found.settings)
 
 
 def local_node(state: ClusterState, conn: Connection, profile: Profile) -> tuple[Node | None, str] | None:

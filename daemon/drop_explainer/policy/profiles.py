@@ -121,12 +121,15 @@ def parse(text: str, origin: str = "set by --cni") -> Profile:
 
 
 def choose(configured: str | None = None, *, detected: str | None = None, evidence: str = "",
-           source: str | None = None) -> Profile:
-    """--cni first, then the detected enforcer's profile, then the flow source's, then ``spec``."""
+           source: str | None = None, settings: tuple[tuple[str, str], ...] = ()) -> Profile:
+    """--cni first, then the detected enforcer's profile (with the settings read from its config), then the flow
+    source's, then ``spec``."""
     if configured:
         return parse(configured)
     if detected and detected != SPEC and detected in NAMES:
-        return Profile(detected, (), f"detected from the cluster{f' ({evidence})' if evidence else ''}")
+        known = SETTINGS.get(detected, {})
+        kept = tuple((k, v) for k, v in settings if v in known.get(k, ()))
+        return Profile(detected, kept, f"detected from the cluster{f' ({evidence})' if evidence else ''}")
     if source is not None and source in SOURCE_DEFAULTS:
         return Profile(SOURCE_DEFAULTS[source], (), f"default for the {source} flow source")
     return Profile()

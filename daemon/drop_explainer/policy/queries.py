@@ -107,6 +107,8 @@ def connection(state: ClusterState, query: Query) -> Connection:
         raise AmbiguousQuery(str(exc), exc.candidates) from None
     except endpoints.UnknownEndpoint as exc:
         raise BadQuery(str(exc)) from None
+    if src.service is not None:
+        raise BadQuery(f"service {src.service.key} cannot be a source: connections come from its pods (name one)")
     src, dst = endpoints.same_family(src, dst)
     return Connection(src, dst, resolve_port(dst, query.port, query.protocol), query.protocol)
 

@@ -7,9 +7,11 @@ pod's local node". The per-CNI rows follow the policy-kinds reference, section 5
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
-from drop_explainer.cluster.loading import parse_documents
+from drop_explainer.cluster.loading import load_state, parse_documents
 from drop_explainer.cluster.state import ClusterState
 from drop_explainer.explain.explaining import explain_connection
 from drop_explainer.policy import profiles, queries
@@ -205,3 +207,23 @@ def test_what_an_ip_block_can_match_follows_the_profile(cni: str, src: str, allo
         # The trace says why, clause by clause, with the same reason the engine used.
         messages = [f.message for t in expl.denying for r in t.rules for f in r.failures]
         assert any("on Cilium an ipBlock" in m for m in messages)
+
+
+def test_a_detected_cilium_brings_its_config_settings(tmp_path: Path) -> None:
+    """A state saved with the cilium DaemonSet and cilium-config: the profile is cilium with those settings."""
+    (tmp_path / "world.yaml").write_text(WORLD)
+    (tmp_path / "cni.yaml").write_text("""
+kind: List
+items:
+- {apiVersion: apps/v1, kind: DaemonSet, metadata: {name: cilium, namespace: kube-system, labels: {k8s-app: cilium}}}
+- apiVersion: v1
+  kind: ConfigMap
+  metadata: {name: cilium-config, namespace: kube-system}
+  data: {enable-policy: always, allow-localhost: policy, policy-cidr-match-mode: "", policy-audit-mode: "false"}
+""")
+    engine = Engine(load_state(tmp_path))
+    assert engine.profile.name == "cilium"
+    assert engine.profile.settings == (("allow-localhost", "policy"), ("policy-enforcement-mode", "always"))
+    assert engine.profile.origin.startswith("detected from the cluster (DaemonSet kube-system/cilium")
+    conn = queries.connection(engine.state, queries.Query(OWN_NODE, "b/server", 8080))
+    assert not engine.evaluate(conn).allowed
