@@ -63,7 +63,7 @@ def _whatif(*args: str) -> tuple[int, dict[str, Any]]:
         pytest.param(["--from", "node/node-1", "--to", "backend/pod-b", "--port", "8080"],
                      ["node-1", "backend/pod-b"], 8080, False, id="node-prefix-other-node"),
         pytest.param(["--from", "pod-a", "--to", "svc/backend/backend", "--port", "http"],
-                     ["frontend/pod-a", "backend/pod-b"], 8080, False, id="service-and-its-port-name"),
+                     ["frontend/pod-a", "backend/pod-b"], 80, False, id="service-and-its-port-name"),
         pytest.param(["--from", "pod-a", "--to", "kube-dns", "--port", "53", "--protocol", "UDP"],
                      ["frontend/pod-a", "kube-system/coredns-5d78c9869d-x7k2p"], 53, True, id="bare-service-name"),
     ],

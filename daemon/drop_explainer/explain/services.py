@@ -123,7 +123,8 @@ def allowed(expl: Explanation) -> bool:
 def answer_json(query: queries.Query, conn: Connection, expl: Explanation) -> dict[str, Any]:
     """A what-if answer: the verdict as asked, the profile, the Service's backends, the explanation."""
     out = queries.verdict_json(query, conn if expl.service is None else expl.connection, expl.verdict, expl.profile)
-    out |= {"from": query.source, "to": query.destination, "allowed": allowed(expl)}
+    # The port as asked (the Service port); each backend's targetPort is in service.backends.
+    out |= {"from": query.source, "to": query.destination, "port": conn.port, "allowed": allowed(expl)}
     if expl.service is not None:
         out["service"] = services_view.view_json(expl.service)
     return out | {"explanation": rendering.explanation_json(expl)}
