@@ -69,6 +69,9 @@ def explain_service(engine: Engine, source: Subject, svc: Service, sp: ServicePo
     if found.not_ready:
         more += (f"{found.not_ready} endpoint(s) of the EndpointSlices are not ready and receive no new "
                  "connections; they are not counted",)
+    if not svc.cluster_ips:
+        more += (f"service {svc.key} is headless: clients reach its pods directly by their addresses, on the port "
+                 "they dial (the targetPort here)",)
     if found.origin == services.FROM_SELECTOR and views:
         more += ("backends are the Running pods the Service selector picks (the state has no EndpointSlices for "
                  "it), so readiness is not known",)

@@ -59,6 +59,9 @@ items:
   metadata: {name: canary, namespace: shop}
   spec: {selector: {role: canary}, clusterIP: 10.96.1.2, ports: [{port: 80, targetPort: http}]}
 - kind: Service
+  metadata: {name: headless, namespace: shop}
+  spec: {selector: {role: canary}, clusterIP: None, ports: [{port: 9090, targetPort: 9090}]}
+- kind: Service
   metadata: {name: empty, namespace: shop}
   spec: {selector: {app: nothing}, clusterIP: 10.96.1.3, ports: [{port: 80, targetPort: 8080}]}
 - kind: Service
@@ -82,9 +85,9 @@ items:
 STATE = ClusterState.build(parse_documents("world", WORLD))
 
 
-def _ask(to: str, port: int | str = 80, src: str = "web/front") -> Explanation:
+def _ask(to: str, port: int | str | None = None, src: str = "web/front") -> Explanation:
     engine = Engine(STATE)
-    query = queries.Query(src, to, port)
+    query = queries.Query(src, to, port if port is not None else 9090 if "headless" in to else 80)
     return services.explain(engine, queries.connection(STATE, query))
 
 
@@ -97,6 +100,7 @@ def _ask(to: str, port: int | str = 80, src: str = "web/front") -> Explanation:
         pytest.param("fd00::1", False, 1, 2, ["shop/api-2"], id="second-cluster-ip"),
         pytest.param("service/shop/canary", False, 0, 1, ["shop/api-2"], id="every-backend-denies"),
         pytest.param("svc/shop/sliced", True, 1, 1, [], id="endpointslices-only-ready-backends"),
+        pytest.param("svc/shop/headless", False, 0, 1, ["shop/api-2"], id="headless-service"),
     ],
 )
 def test_a_service_is_judged_at_each_ready_backend(to: str, allowed: bool, k: int, n: int,
@@ -179,3 +183,9 @@ def test_the_demo_service_ip_is_not_allowed_when_its_backend_denies() -> None:
     assert "allowed to 0 of 1 backend(s); denied at backend/pod-b: ingress of backend/pod-b is isolated by " \
            "backend/default-deny" in expl.headline
     assert expl.connection.port == 8080
+
+
+def test_a_headless_service_says_its_clients_dial_the_pods() -> None:
+    """No cluster IP: the answer still judges the pods, and says they are reached directly."""
+    expl = _ask("svc/shop/headless")
+    assert any("shop/headless is headless" in n for n in expl.notes)
