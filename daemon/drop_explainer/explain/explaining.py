@@ -31,6 +31,8 @@ class UnexplainableFlow(ValueError):
 def explain_connection(engine: Engine, conn: Connection, flow: Flow | None = None,
                        notes: tuple[str, ...] = (), *, blast_radius: bool = True) -> Explanation:
     verdict = engine.evaluate(conn)
+    elsewhere = probes.other_node_note(engine, conn)
+    notes += (elsewhere,) if elsewhere is not None else ()
     traces: tuple[PolicyTrace, ...] = ()
     if not verdict.egress.allowed:
         traces += tracing.trace_direction(engine, conn, PolicyType.EGRESS)

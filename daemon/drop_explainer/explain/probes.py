@@ -22,6 +22,7 @@ from drop_explainer.cluster.objects import IPBlock, NetworkPolicy, Peer, Pod, Po
 from drop_explainer.explain import blast, manifests
 from drop_explainer.explain.model import Fix, PolicyTrace
 from drop_explainer.flows.model import DropKind, EndpointKind, Flow, Verdict
+from drop_explainer.policy.endpoints import SubjectKind
 from drop_explainer.policy.engine import Connection, Engine, local_node
 
 TRAP_ID = "kubelet-probe"
@@ -139,6 +140,20 @@ def kubelet_probe(engine: Engine, conn: Connection, flow: Flow | None) -> Iterat
                f"setting: {likely}. {fix_text(engine, dst, conn.port)}")
     elif flow is None and not ingress.allowed and local is not None and not local.exempt:
         yield f"{head}; under CNI profile {engine.profile.describe()}: {local.why}. {fix_text(engine, dst, conn.port)}"
+
+
+def other_node_note(engine: Engine, conn: Connection) -> str | None:
+    """A node (or host process) that is not the pod's asking for a probe port: say where the probes come from."""
+    dst = conn.destination.pod
+    src = conn.source
+    if dst is None or not conn.destination.is_pod or src.kind not in (SubjectKind.NODE, SubjectKind.HOST_NETWORK_POD):
+        return None
+    if own_node(engine, conn, None) is not None or not any(n == conn.port for n, _ in probe_ports(dst)):
+        return None
+    where = src.node.name if src.node is not None else (src.pod.node_name if src.pod is not None else None)
+    return (f"{src.ip} is {'node ' + where if where else 'a node address'}, not {dst.key}'s own node "
+            f"{dst.node_name or '(unknown)'}: the kubelet probes the pod from its own node, which networking/v1 "
+            "exempts; traffic from other nodes is judged by the rules like any other address")
 
 
 def node_fix(engine: Engine, conn: Connection, traces: tuple[PolicyTrace, ...], *, radius: bool = True) -> Fix | None:

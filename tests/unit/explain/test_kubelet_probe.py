@@ -194,3 +194,10 @@ def test_the_deferred_blast_radius_keeps_the_every_node_fix() -> None:
     assert fix.blast_radius is not None
     assert "192.168.0.2/32" in fix.apply
     assert "192.168.0.101/32" in fix.apply
+
+
+def test_asking_from_another_node_says_where_the_probes_come_from() -> None:
+    """From n2 to the probe port of a pod on n1: a note names n1 as the pod's own node, never n2."""
+    expl = _whatif("spec", "192.168.0.2", 8080)
+    assert "192.168.0.2 is node n2, not b/server's own node n1" in " ".join(expl.notes)
+    assert _trap(expl) is None
