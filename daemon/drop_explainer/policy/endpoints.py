@@ -47,7 +47,7 @@ class Subject:
         if self.node is not None:
             return f"node {self.node.name} ({self.ip})"
         if self.service is not None:
-            return f"service {self.service.key} ({self.ip})"
+            return f"service {self.service.key} ({self.ip or 'headless'})"
         if self.kind is SubjectKind.POD_NETWORK:
             return f"{self.ip} (pod network, no known pod)"
         return f"{self.ip} (outside the cluster)"
