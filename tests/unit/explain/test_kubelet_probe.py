@@ -201,3 +201,13 @@ def test_asking_from_another_node_says_where_the_probes_come_from() -> None:
     expl = _whatif("spec", "192.168.0.2", 8080)
     assert "192.168.0.2 is node n2, not b/server's own node n1" in " ".join(expl.notes)
     assert _trap(expl) is None
+
+
+def test_the_drop_signature_names_the_isolating_policy_of_an_exempt_probe_drop() -> None:
+    """The CNI dropped a probe the spec exempts: the signature (metrics, alerts) still names the isolating policy."""
+    from drop_explainer.sinks.base import signature_of
+
+    flow = _drop("192.168.0.1", 8080)
+    expl = _observed("cilium", flow)
+    assert expl.verdict.allowed
+    assert signature_of(flow, expl, STATE).policies == ("b/pods-only",)
