@@ -179,3 +179,14 @@ def test_state_names_the_profile_it_would_use() -> None:
     out = io.StringIO()
     assert cli.main(["state", "--state", "example", "--cni", "calico"], out=out) == 0
     assert "CNI profile: calico, set by --cni" in out.getvalue()
+
+
+@pytest.mark.parametrize(
+    "cni", ["cilium,policy-enforcement-mode=always", "cilium,allow-localhost=policy", "aws-vpc-cni", "spec"])
+@pytest.mark.parametrize("src", ["frontend/pod-a", "node-2", "node-1"])
+def test_answers_under_every_profile_fit_the_schema(cni: str, src: str,
+                                                   validator: jsonschema.Draft202012Validator) -> None:
+    """Node-local verdicts and datapath isolation (enforcement mode always) are part of the published shape."""
+    _, answer = _whatif("--cni", cni, "--from", src, "--to", "backend/pod-b", "--port", "8080")
+    validator.validate(answer)
+    assert answer["profile"]["name"] == cni.split(",")[0]
