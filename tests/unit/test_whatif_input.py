@@ -189,4 +189,4 @@ def test_answers_under_every_profile_fit_the_schema(cni: str, src: str,
     """Node-local verdicts and datapath isolation (enforcement mode always) are part of the published shape."""
     _, answer = _whatif("--cni", cni, "--from", src, "--to", "backend/pod-b", "--port", "8080")
     validator.validate(answer)
-    assert answer["profile"]["name"] == cni.split(",")[0]
+    assert answer["profile"]["name"] == cni.split(",", maxsplit=1)[0]
