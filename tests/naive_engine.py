@@ -11,7 +11,10 @@ policy, the way the networking.k8s.io/v1 reference reads:
 - a connection needs the source's egress and the destination's ingress.
 
 Only (non host-network) pods are selectable and isolable; every other address
-(node, host-network pod, external) is matched by ipBlock alone.
+(node, host-network pod, external) is matched by ipBlock alone. And, in the
+words of NetworkPolicySpec.Ingress (kubernetes/api networking/v1/types.go):
+"Traffic is allowed to a pod if there are no NetworkPolicies selecting the pod
+OR if the traffic source is the pod's local node".
 """
 
 from __future__ import annotations
@@ -30,6 +33,8 @@ class End:
 
     ip: str | None
     pod: o.Pod | None = None
+    node: str | None = None
+    """The node of a host-network pod: its traffic is its node's."""
 
 
 @dataclass(frozen=True)
@@ -52,7 +57,7 @@ def end_of(state: ClusterState, ref: str) -> End:
     if "/" in ref and ":" not in ref:
         pod = state.pods[ref]
         ip = pod.ips[0] if pod.ips else pod.host_ip
-        return End(ip) if pod.host_network else End(ip, pod)
+        return End(ip, node=pod.node_name) if pod.host_network else End(ip, pod)
     for pod in state.pods.values():
         if not pod.host_network and pod.phase not in ("Succeeded", "Failed") and ref in pod.ips:
             return End(ref, pod)
@@ -130,6 +135,17 @@ def rule_allows(
     return ports_ok and peers_ok
 
 
+def from_local_node(state: ClusterState, pod: o.Pod, other: End) -> bool:
+    """Is ``other`` the node ``pod`` runs on: one of its addresses, the pod's hostIP, or a host process there?"""
+    if other.pod is not None:
+        return False
+    if other.node is not None and other.node == pod.node_name:
+        return True
+    node = state.nodes.get(pod.node_name or "")
+    addresses = {a for _, a in node.addresses} if node is not None else set()
+    return other.ip is not None and (other.ip == pod.host_ip or other.ip in addresses)
+
+
 def side(
     state: ClusterState, direction: str, *, subject: End, other: End, port: int, protocol: str, destination: End
 ) -> Side:
@@ -151,7 +167,8 @@ def side(
         for i, rule in enumerate(rules):
             if rule_allows(state, p, rule, peer=other, port=port, protocol=protocol, destination=destination):
                 allowed_by.add((p.key, i))
-    return Side(bool(allowed_by), True, frozenset(p.key for p in selecting), frozenset(allowed_by))
+    local = direction == "Ingress" and from_local_node(state, pod, other)
+    return Side(bool(allowed_by) or local, True, frozenset(p.key for p in selecting), frozenset(allowed_by))
 
 
 def evaluate(state: ClusterState, source: str, destination: str, port: int, protocol: str = "TCP") -> NaiveVerdict:

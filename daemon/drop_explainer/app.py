@@ -28,10 +28,12 @@ from drop_explainer.cluster import kubeapi
 from drop_explainer.cluster.enforcing import EnforcerTracker, TrackerSettings, configured_detection
 from drop_explainer.cluster.live import LiveState, PolicyChange
 from drop_explainer.cluster.loading import load_state
+from drop_explainer.cluster.state import ClusterState
 from drop_explainer.explain.cache import ExplanationCache
 from drop_explainer.explain.model import Explanation
 from drop_explainer.flows.model import Flow
 from drop_explainer.pipeline import Admission, Pipeline, StateSource, StaticState
+from drop_explainer.policy import profiles
 from drop_explainer.settings import Settings
 from drop_explainer.sinks.base import Sink
 from drop_explainer.sinks.errors import StoreWriteFailed
@@ -278,6 +280,21 @@ def _healthy(daemon: Daemon) -> tuple[bool, str]:
     return not stalled, f"watch stalled: {', '.join(stalled)}" if stalled else "watches alive"
 
 
+def profile_chooser(settings: Settings) -> Callable[[ClusterState], profiles.Profile]:
+    """--cni first, then the detected enforcer's profile, then the flow source's (hubble: cilium...)."""
+    configured = profiles.parse(settings.cni) if settings.cni else None
+
+    def choose(snap: ClusterState) -> profiles.Profile:
+        if configured is not None:
+            return configured
+        found = snap.enforcer
+        return profiles.choose(detected=found.profile if found is not None else None,
+                               evidence=", ".join(found.evidence[:2]) if found is not None else "",
+                               source=settings.source, settings=found.settings if found is not None else ())
+
+    return choose
+
+
 def _static_state(settings: Settings, path: str) -> StaticState:
     """A saved state, with the enforcer the operator named (a saved state cannot be probed)."""
     loaded = load_state(path)
@@ -344,7 +361,7 @@ async def serve(settings: Settings, *, state: StateSource | None = None,
         pipeline = Pipeline(state, store=store, sinks=sinks, cache=cache,
                             annotate=policy_history_note(live) if live is not None else None,
                             observe_latency=metrics.observe_explain, on_sink_error=metrics.sink_error,
-                            admission=admission)
+                            admission=admission, profile=profile_chooser(settings))
         if admission is not None:
             metrics.register_admission(admission)
         radius = RadiusSink(pipeline.engine, store.update_explanation)

@@ -15,7 +15,7 @@ import signal
 import sys
 from collections.abc import Callable, Coroutine, Iterable, Iterator, Sequence
 from datetime import UTC, datetime
-from importlib import resources
+from importlib import metadata, resources
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -23,10 +23,10 @@ from drop_explainer import app, demo, logs, settings
 from drop_explainer.cluster.errors import StateError
 from drop_explainer.cluster.loading import load_state
 from drop_explainer.cluster.state import ClusterState
-from drop_explainer.explain import combining, enforcement, explaining, grouping, rendering
+from drop_explainer.explain import combining, enforcement, grouping, rendering, services
 from drop_explainer.explain.model import Fix
 from drop_explainer.flows.model import Flow
-from drop_explainer.policy import queries
+from drop_explainer.policy import profiles, queries
 from drop_explainer.policy.engine import Engine
 
 EXIT_BAD_INPUT = 2
@@ -44,16 +44,23 @@ def _add_state(p: argparse.ArgumentParser) -> None:
     p.add_argument("--kubeconfig", metavar="PATH", help="kubeconfig to read the cluster from (default: $KUBECONFIG "
                    "or ~/.kube/config)")
     p.add_argument("--context", metavar="NAME", help="kubeconfig context (default: the current one)")
+    p.add_argument("--cni", metavar="PROFILE", help="CNI profile deciding node-local traffic: "
+                   f"{', '.join(profiles.NAMES)}, with settings after commas (cilium,allow-localhost=policy); "
+                   "default: the detected enforcer's, else spec")
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="drop-explainer", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"%(prog)s {version()}")
     sub = parser.add_subparsers(dest="command", required=True)
     w = sub.add_parser("whatif", help="would this connection be allowed, and which policies decide it?")
     _add_state(w)
-    w.add_argument("--from", dest="source", metavar="NS/POD|IP")
-    w.add_argument("--to", dest="destination", metavar="NS/POD|IP")
-    w.add_argument("--port", type=int)
+    w.add_argument("--from", dest="source", metavar="NS/POD|NAME|node/NAME|IP",
+                   help="the source: NAMESPACE/POD, a unique pod or node name, node/NAME, svc/NS/NAME or an address")
+    w.add_argument("--to", dest="destination", metavar="NS/POD|svc/NS/NAME|IP",
+                   help="the destination; a Service (svc/NS/NAME, NS/NAME when no such pod, a cluster IP) is "
+                        "judged at each ready backend")
+    w.add_argument("--port", help="a number, or a port name of the destination pod or Service")
     w.add_argument("--protocol", default="TCP", type=str.upper, choices=["TCP", "UDP", "SCTP"])
     w.add_argument("--batch", metavar="FILE|-", help="JSON lines of {from, to, port, protocol}; one answer per line")
     w.add_argument("-o", "--output", choices=["text", "json"], default="text")
@@ -80,6 +87,24 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def version() -> str:
+    """The installed package's version (the source tree's when run from a checkout)."""
+    try:
+        return metadata.version("drop-explainer")
+    except metadata.PackageNotFoundError:
+        return "unknown (not installed)"
+
+
+def _engine(args: argparse.Namespace, state: ClusterState | None = None) -> Engine:
+    state = _state(args) if state is None else state
+    if not args.cni:
+        return Engine(state)
+    try:
+        return Engine(state, profiles.parse(args.cni))
+    except profiles.ProfileError as exc:
+        raise UsageError(f"--cni: {exc}") from None
+
+
 def _state(args: argparse.Namespace) -> ClusterState:
     if args.state is None:
         # As kubectl users expect: the cluster of the current context, one list of each kind.
@@ -93,6 +118,7 @@ def cmd_state(args: argparse.Namespace, out: TextIO) -> int:
     state = _state(args)
     out.write(f"{len(state.namespaces)} namespaces, {len(state.pods)} pods, {len(state.nodes)} nodes, "
               f"{len(state.services)} services, {len(state.policies)} NetworkPolicies\n")
+    out.write(_engine(args, state).profile.sentence() + "\n")
     found = state.enforcer
     if found is None:
         out.write("policy enforcer: not detected (the state has no DaemonSets or CRDs to tell from)\n")
@@ -109,7 +135,7 @@ def cmd_state(args: argparse.Namespace, out: TextIO) -> int:
 
 
 def cmd_whatif(args: argparse.Namespace, out: TextIO) -> int:
-    engine = Engine(_state(args))
+    engine = _engine(args)
     if args.batch is not None:
         if args.source or args.destination or args.port:
             raise UsageError("--batch cannot be combined with --from/--to/--port")
@@ -124,25 +150,29 @@ def cmd_whatif(args: argparse.Namespace, out: TextIO) -> int:
     try:
         query = queries.Query(args.source, args.destination, queries.parse_port(args.port), args.protocol)
         conn = queries.connection(engine.state, query)
+        expl = services.explain(engine, conn)
+    except queries.AmbiguousQuery as exc:
+        raise UsageError(f"{exc}: {', '.join(exc.candidates)}") from None
     except queries.BadQuery as exc:
         raise UsageError(str(exc)) from None
-    expl = explaining.explain_connection(engine, conn)
     if args.output == "json":
-        answer = queries.verdict_json(query, conn, expl.verdict) | {"explanation": rendering.explanation_json(expl)}
+        answer = services.answer_json(query, conn, expl)
         out.write(json.dumps(enforcement.label_answer(answer, engine.state.enforcer), indent=2) + "\n")
     else:
         out.write(rendering.explanation_text(expl))
     # Nothing enforces policy: the connection is not blocked, whatever the policies say.
-    return 0 if expl.verdict.allowed or expl.not_enforced is not None else EXIT_DENIED
+    return 0 if services.allowed(expl) or expl.not_enforced is not None else EXIT_DENIED
 
 
 def whatif(engine: Engine, query: queries.Query, *, explain: bool = False) -> dict[str, Any]:
     conn = queries.connection(engine.state, query)
-    if not explain:
-        return enforcement.label_answer(queries.verdict_json(query, conn, engine.evaluate(conn)),
+    if not explain and conn.destination.service is None:
+        return enforcement.label_answer(queries.verdict_json(query, conn, engine.evaluate(conn), engine.profile),
                                         engine.state.enforcer)
-    expl = explaining.explain_connection(engine, conn)
-    answer = queries.verdict_json(query, conn, expl.verdict) | {"explanation": rendering.explanation_json(expl)}
+    # A Service is judged at each backend, which needs the full path even without --explain.
+    answer = services.answer_json(query, conn, services.explain(engine, conn, blast_radius=explain))
+    if not explain:
+        del answer["explanation"]
     return enforcement.label_answer(answer, engine.state.enforcer)
 
 
@@ -164,7 +194,7 @@ def cmd_explain(args: argparse.Namespace, out: TextIO) -> int:
     # Imported here: the file readers pull in protobuf, which whatif never needs.
     from drop_explainer.sources import dedup, flowfiles
 
-    engine = Engine(_state(args))
+    engine = _engine(args)
     malformed: list[str] = []
     # Hubble reports a denied packet twice and every SYN retransmit again;
     # count distinct packets and attempts as the live source does.

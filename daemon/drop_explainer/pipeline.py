@@ -19,6 +19,7 @@ from drop_explainer.explain.explaining import UnexplainableFlow
 from drop_explainer.explain.model import Explanation
 from drop_explainer.flows.model import Flow, Verdict
 from drop_explainer.policy.engine import Engine
+from drop_explainer.policy.profiles import Profile
 from drop_explainer.sinks.base import DropSignature, ExplainedDrop, Sink, signature_of
 from drop_explainer.sinks.store import affected_pod
 
@@ -130,8 +131,11 @@ class Pipeline:
         observe_latency: Callable[[float], None] | None = None,
         on_sink_error: Callable[[str], None] | None = None,
         admission: Admission | None = None,
+        profile: Callable[[ClusterState], Profile] | None = None,
     ) -> None:
         self.state = state
+        self.profile = profile
+        """Which CNI profile judges a snapshot (--cni, else detected, else the source's); None: the engine's own."""
         self.store = store
         self.sinks = list(sinks)
         # `or` would replace an empty cache (it has __len__) with a new one the metrics never see.
@@ -151,7 +155,7 @@ class Pipeline:
         """The engine of the newest snapshot; its index is reused until the state changes."""
         snap = self.state.snapshot()
         if self._engine is None or self._engine.state is not snap:
-            self._engine = Engine(snap)
+            self._engine = Engine(snap, self.profile(snap) if self.profile is not None else None)
         return self._engine
 
     def process(self, flow: Flow) -> ExplainedDrop | None:

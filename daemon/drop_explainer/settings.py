@@ -15,6 +15,7 @@ from typing import Any
 
 from drop_explainer.api.server import ServerLimits
 from drop_explainer.cluster import enforcer
+from drop_explainer.policy import profiles
 from drop_explainer.sources import antrea, calico
 from drop_explainer.sources.channels import TlsSettings
 from drop_explainer.sources.hubble import DEFAULT_TARGET, HubbleSettings
@@ -96,6 +97,9 @@ OPTIONS: tuple[Option, ...] = (
     Option("store-retention-hours", 168.0, "Forget signatures not seen for this long.", float),
     Option("events", True, "Create Kubernetes Events on pods for new drop signatures.", _bool),
     Option("policy-enforcer", "", "Who enforces NetworkPolicy (cilium, calico, antrea, none...); empty: detect it."),
+    Option("cni", "", "CNI profile for node-local traffic (spec, cilium, calico, antrea, kube-router, aws-vpc-cni, "
+           "kube-network-policies, ovn-kubernetes; settings after commas, e.g. cilium,allow-localhost=policy); "
+           "empty: the detected enforcer's, else the flow source's (hubble: cilium, calico-*: calico, antrea)."),
     Option("not-enforced-events", True, "Where nothing enforces policy, one Event on each new NetworkPolicy.", _bool),
     Option("mode", "daemonset", "daemonset (each instance holds its node's drops) or single (one instance).",),
     Option("peers", "", "Static peers node=url,... (tests); default: the DaemonSet's own pods from the API."),
@@ -180,6 +184,8 @@ class Settings:
     api: ServerLimits = field(default_factory=ServerLimits)
     """The HTTP server's header deadline and connection cap (api/server.py)."""
     auth: AuthSettings = field(default_factory=AuthSettings)
+    cni: str = ""
+    """Configured CNI profile (policy/profiles.py syntax); empty = detected, else the source's default."""
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -234,6 +240,11 @@ def from_args(args: argparse.Namespace, env: Mapping[str, str] | None = None) ->
     if v["policy_enforcer"] and v["policy_enforcer"] not in enforcer.PROFILE_OF:
         raise SettingsError(f"--policy-enforcer: expected one of {', '.join(sorted(enforcer.PROFILE_OF))}, "
                             f"got {v['policy_enforcer']!r}")
+    if v["cni"]:
+        try:
+            profiles.parse(v["cni"])
+        except profiles.ProfileError as exc:
+            raise SettingsError(f"--cni: {exc}") from None
     if v["mode"] not in ("daemonset", "single"):
         raise SettingsError(f"--mode: expected daemonset or single, got {v['mode']!r}")
     if not 0 <= v["port"] < 65536:  # 0: any free port (tests)
@@ -284,6 +295,7 @@ def from_args(args: argparse.Namespace, env: Mapping[str, str] | None = None) ->
         auth=AuthSettings(mode=v["auth"], audiences=tuple(v["auth_audiences"]), cache_ttl_s=v["auth_cache_ttl"],
                           verb=v["auth_verb"], resource=v["auth_resource"], group=v["auth_group"],
                           peer_user=v["auth_peer_user"]),
+        cni=v["cni"],
     )
 
 

@@ -151,6 +151,7 @@ def test_kubelet_probe_component_admits_the_nodes_it_names(tools: Tools, tmp_pat
     node = _node("node-3", "192.0.2.13", "10.244.3.0/24")
     cases = [("192.0.2.13", "drop-explainer/explainer-a", 8080, "TCP", True),
              ("192.0.2.13", "drop-explainer/explainer-a", 9090, "TCP", False),
-             ("172.18.0.11", "drop-explainer/explainer-a", 8080, "TCP", False)]
+             # node-2, outside the CIDR (node-1 would be the pod's own node, which networking/v1 exempts)
+             ("172.18.0.12", "drop-explainer/explainer-a", 8080, "TCP", False)]
     answers = _whatif(_state(tmp_path, policies, [node]), cases)
     assert [a["allowed"] for a in answers] == [want for *_, want in cases], answers

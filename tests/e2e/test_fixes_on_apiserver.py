@@ -1,6 +1,9 @@
 """The fixes we print, pasted into kubectl against a real kube-apiserver, do what they say.
 
-The merged fix of the demo's two pod-b drops is run exactly as printed
+The merged fix of two pod-b drops (pod-a's, and one from node-1, which is
+not pod-b's node: networking/v1 exempts only the pod's own node, so the
+demo's probe drop from node-2 needs a CNI setting, not a policy change) is run
+exactly as printed
 (`kubectl patch ... --type=json -p '...'`) on a NetworkPolicy stored by the
 real API server, then read back: the server accepted the operations, the
 policy's labels and annotations are still there, and the engine, given the
@@ -35,7 +38,7 @@ from tests.integration.test_daemon import INCIDENT
 
 pytestmark = pytest.mark.apiserver
 Kubectl = Callable[..., subprocess.CompletedProcess[str]]
-ASKED = [("frontend/pod-a", "backend/pod-b"), ("172.18.0.12", "backend/pod-b")]
+ASKED = [("frontend/pod-a", "backend/pod-b"), ("172.18.0.11", "backend/pod-b")]
 
 
 def _incident(ns: str) -> tuple[ClusterState, dict[str, Any]]:

@@ -124,13 +124,15 @@ BATCH_LINES = [
     ("", None),
     ('{"from": "kube-system/coredns-5d78c9869d-x7k2p", "to": "backend/pod-b", "port": 8080, "protocol": "tcp"}',
      "allowed"),
-    ('{"from": "172.18.0.12", "to": "backend/pod-b", "port": "8080"}', "denied"),
+    # node-2 is pod-b's own node, exempt by networking/v1 (NetworkPolicySpec.Ingress); node-1 is not.
+    ('{"from": "172.18.0.12", "to": "backend/pod-b", "port": "8080"}', "allowed"),
+    ('{"from": "172.18.0.11", "to": "backend/pod-b", "port": "8080"}', "denied"),
     ('{"from": "frontend/pod-a", "to": "10.244.1.2", "port": 53, "protocol": "UDP"}', "allowed"),
     ('{"from": "frontend/pod-a", "to": "backend/pod-b", "port": 0}', "error: 'port' must be"),
     ('["frontend/pod-a", "backend/pod-b", 8080]', "error: expected a JSON object"),
     ('{"from": "frontend/pod-a", "to": "backend/pod-b", "port": 8080, "verbose": true}', "error: unknown field"),
     ('{"from": "frontend/pod-a", "to": "backend/pod-b", "port": 8080, "protocol": "ICMP"}', "error: 'protocol'"),
-    ('{"from": "not-an-ip", "to": "backend/pod-b", "port": 8080}', "error: not an IP address"),
+    ('{"from": "not-an-ip", "to": "backend/pod-b", "port": 8080}', "error: no pod, node or service named not-an-ip"),
     ('{"from": "203.0.113.5", "to": "backend/pod-b", "port": 8080}', "denied"),
 ]
 

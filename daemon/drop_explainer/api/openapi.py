@@ -14,7 +14,6 @@ from drop_explainer import __version__
 from drop_explainer.api.params import (
     DEFAULT_LIMIT,
     MAX_LIMIT,
-    MAX_PORT,
     MAX_VALUE_CHARS,
     PROTOCOL_PATTERN,
     TIME_FORMS,
@@ -26,6 +25,11 @@ PARAMETERS_NOTE = ("Parameters not listed for a route, and a parameter given twi
                    "(a typo must not silently widen the answer).")
 
 
+# A number 1-65535 or a port name (IANA_SVC_NAME: up to 15 of a-z, 0-9 and '-', with a letter). The
+# pattern is looser than the server's check (params.PORT_NAME_PATTERN, MAX_PORT): JSON Schema has no
+# number range for a string, and schema-driven generators do not take lookaheads.
+PORT_SCHEMA = {"type": "string", "maxLength": 15,
+               "pattern": "^(?:[1-9][0-9]{0,4}|[a-z0-9-]{0,14}[a-z][a-z0-9-]{0,14})$"}
 WHATIF_END = {"type": "string", "minLength": 1, "maxLength": WHATIF_END_CHARS}
 
 
@@ -184,13 +188,17 @@ def document() -> dict[str, Any]:
                 NS, _param("name", "path", "Policy name.", NAME_SCHEMA, example="default-deny"),
                 *[f for f in FILTERS if f["name"] != "policy"]], "DropList"),
             "/whatif": _get("Would this connection be allowed, and why", [
-                _param("from", "query", "NAMESPACE/POD or an IP address.", WHATIF_END, True, example="frontend/pod-a"),
-                _param("to", "query", "NAMESPACE/POD or an IP address.", WHATIF_END, True, example="backend/pod-b"),
-                _param("port", "query", "Destination port (the pod's port).",
-                       {"type": "integer", "minimum": 1, "maximum": MAX_PORT}, True, example=8080),
+                _param("from", "query", "NAMESPACE/POD, a pod or node name unique in the state, node/NAME, or an "
+                       "IP address.", WHATIF_END, True, example="frontend/pod-a"),
+                _param("to", "query", "NAMESPACE/POD, svc/NAMESPACE/NAME (NAMESPACE/NAME of a Service when no such "
+                       "pod), a unique name, or an IP address (a Service cluster IP is judged at each ready "
+                       "backend).", WHATIF_END, True, example="backend/pod-b"),
+                _param("port", "query", "Destination port: a number, or a port name of the destination pod or "
+                       "Service (a Service port is translated to each backend's targetPort).",
+                       PORT_SCHEMA, True, example="8080"),
                 _param("protocol", "query", "TCP (default), UDP or SCTP, in any letter case.",
                        {"type": "string", "pattern": PROTOCOL_PATTERN}),
-                FORMAT], "WhatIfResult.verdict"),
+                FORMAT], "WhatIfResult.verdict", 409),
             "/healthz": _probe("Liveness: 503 when a watch, the flow source or the store is failing", "healthy",
                                "unhealthy; the reason is given"),
             "/readyz": _probe("Readiness: 503 until every kind of object has synced once", "ready", "syncing"),

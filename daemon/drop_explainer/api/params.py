@@ -35,6 +35,8 @@ TIME_FORMS = ("RFC 3339 (2026-11-26T02:00:00Z), epoch seconds (1764800000, fract
 DEFAULT_LIMIT = 20
 MAX_LIMIT = 500
 MAX_PORT = 65535
+PORT_NAME_PATTERN = "^(?=[a-z0-9-]{1,15}$)(?=.*[a-z])[a-z0-9]([a-z0-9-]*[a-z0-9])?$"
+"""A named port (IANA_SVC_NAME, as containerPort names): resolved on the destination pod or Service."""
 PROTOCOL_PATTERN = "^([Tt][Cc][Pp]|[Uu][Dd][Pp]|[Ss][Cc][Tt][Pp])$"
 WHATIF_END_CHARS = 63 + 1 + 253
 """NAMESPACE/POD at its longest; an IP address is shorter."""
@@ -136,7 +138,7 @@ def whatif_query(query: Mapping[str, str]) -> dict[str, str]:
     """
     check_known(query, {"from", "to", "port", "protocol"})
     asked = {k: v for k, v in query.items() if k not in COMMON}
-    if "port" in asked:
+    if "port" in asked and not re.fullmatch(PORT_NAME_PATTERN.strip("^$"), asked["port"], re.ASCII):
         whole_number(asked["port"], "port", 1, MAX_PORT)
     if "protocol" in asked and not re.fullmatch(PROTOCOL_PATTERN.strip("^$"), asked["protocol"], re.ASCII):
         raise BadRequest(f"protocol={_shown(asked['protocol'])}: expected TCP, UDP or SCTP")

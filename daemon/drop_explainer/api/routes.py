@@ -25,7 +25,7 @@ from drop_explainer.api import guard, params, render, visibility
 from drop_explainer.api.openapi import document
 from drop_explainer.api.params import BadRequest, DropFilter
 from drop_explainer.api.peers import PeerError, Peers
-from drop_explainer.explain import combining, enforcement, explaining, rendering
+from drop_explainer.explain import combining, enforcement, rendering, services
 from drop_explainer.policy import queries
 from drop_explainer.policy.engine import Engine
 
@@ -282,6 +282,9 @@ async def whatif(request: web.Request) -> web.Response:
         query = queries.parse_query(asked)
         engine = _ctx(request).engine()
         conn = queries.connection(engine.state, query)
+        expl = services.explain(engine, conn)
+    except queries.AmbiguousQuery as exc:
+        return _error(request, 409, str(exc), candidates=exc.candidates)
     except queries.BadQuery as exc:
         raise BadRequest(str(exc)) from None
     access = guard.access_of(request)
@@ -290,8 +293,7 @@ async def whatif(request: web.Request) -> web.Response:
     if visible is not None and not (set(ends) & visible):
         return _error(request, 403, "you may ask what-if only about a connection with an end in a namespace you "
                       "may see" + (f" (asked: {', '.join(sorted(set(ends)))})" if ends else ""))
-    expl = explaining.explain_connection(engine, conn)
-    data = queries.verdict_json(query, conn, expl.verdict) | {"explanation": rendering.explanation_json(expl)}
+    data = services.answer_json(query, conn, expl)
     data = enforcement.label_answer(data, engine.state.enforcer)
     shown = visibility.redact_whatif(data, visible)
     if shown is None:

@@ -116,6 +116,8 @@ class Detection:
     """What the answer rests on, for people ("DaemonSet kube-system/cilium")."""
     also: tuple[str, ...] = field(default=())
     """Other enforcers seen (policy-only modes, leftovers)."""
+    settings: tuple[tuple[str, str], ...] = ()
+    """Profile settings read from the CNI's own configuration (cilium-config: allow-localhost...), sorted."""
 
     @property
     def enforces(self) -> bool | None:
@@ -217,6 +219,8 @@ class _Findings:
     """Enforcers present but configured not to enforce."""
     networks: dict[str, list[str]] = field(default_factory=dict)
     """Non-enforcing networks recognised (flannel, kindnet)."""
+    settings: dict[str, dict[str, str]] = field(default_factory=dict)
+    """Enforcer -> profile settings read from its configuration."""
 
     def add(self, table: dict[str, list[str]], name: str, why: str) -> None:
         table.setdefault(name, []).append(why)
@@ -269,6 +273,23 @@ def _cilium(inv: Inventory, f: _Findings, where: str) -> None:
     why = where + (", cilium-config policy-audit-mode=true (drops are only audited)"
                    if str(config.get("policy-audit-mode") or "").lower() == "true" else "")
     f.add(f.enforcers, "cilium", why)
+    f.settings["cilium"] = _cilium_settings(config)
+
+
+# cilium-config key -> (profile setting, values the profile knows); other values are left to the default.
+_CILIUM_SETTINGS: Final = {"allow-localhost": ("allow-localhost", ("always", "policy")),
+                           "enable-policy": ("policy-enforcement-mode", ("always",)),
+                           "policy-cidr-match-mode": ("policy-cidr-match-mode", ("nodes",))}
+
+
+def _cilium_settings(config: Mapping[str, Any]) -> dict[str, str]:
+    """The node-local and CIDR settings of cilium-config that change what the cilium profile answers."""
+    out: dict[str, str] = {}
+    for key, (setting, values) in _CILIUM_SETTINGS.items():
+        value = str(config.get(key) or "").strip().lower()
+        if value in values:
+            out[setting] = value
+    return out
 
 
 def _aws(containers: Sequence[Json], f: _Findings, where: str) -> None:
@@ -351,7 +372,8 @@ def detect(inv: Inventory) -> Detection:
         others = tuple(n for n in names[1:])
         evidence = f.enforcers[chosen] + f.hints.get("cilium" if chosen == "cilium" else chosen, [])
         return Detection(chosen, PROFILE_OF[chosen], certain=not others, network=network if network != chosen else "",
-                         evidence=tuple(_first_per_node(evidence)), also=others)
+                         evidence=tuple(_first_per_node(evidence)), also=others,
+                         settings=tuple(sorted(f.settings.get(chosen, {}).items())))
     if f.hints:
         # CRDs or annotations without a running enforcer: a leftover, or a namespace we cannot read.
         chosen = next(iter(f.hints))

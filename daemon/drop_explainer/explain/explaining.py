@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from drop_explainer.cluster.objects import Pod, PolicyType
-from drop_explainer.explain import antrea, calico, enforcement, fixes, tracing, traps
+from drop_explainer.cluster.objects import Node, Pod, PolicyType
+from drop_explainer.explain import antrea, calico, enforcement, fixes, probes, tracing, traps
 from drop_explainer.explain.model import Agreement, Explanation, PolicyTrace
 from drop_explainer.explain.reasons import describe_drop_reason
 from drop_explainer.flows.model import Direction, DropKind, Endpoint, EndpointKind, Flow, Verdict
@@ -31,18 +31,29 @@ class UnexplainableFlow(ValueError):
 def explain_connection(engine: Engine, conn: Connection, flow: Flow | None = None,
                        notes: tuple[str, ...] = (), *, blast_radius: bool = True) -> Explanation:
     verdict = engine.evaluate(conn)
+    elsewhere = probes.other_node_note(engine, conn)
+    notes += (elsewhere,) if elsewhere is not None else ()
     traces: tuple[PolicyTrace, ...] = ()
     if not verdict.egress.allowed:
         traces += tracing.trace_direction(engine, conn, PolicyType.EGRESS)
     if not verdict.ingress.allowed:
         traces += tracing.trace_direction(engine, conn, PolicyType.INGRESS)
-    found = traps.detect(engine, conn, traces, flow) if traces else ()
+    # The kubelet-probe trap also stands where the engine allows: the CNI dropped what the spec exempts.
+    found = traps.detect(engine, conn, traces, flow) if traces else tuple(traps.kubelet_probe(engine, conn, flow))
     plan = fixes.plan(engine, conn, traces, radius=blast_radius) if traces else ()
     problem = fixes.unresolved(engine, conn) if traces else None
     if problem is not None:
         notes = (*notes, f"no fix is offered: {problem}")
+    if any(t.id == probes.TRAP_ID for t in found):
+        plan = probes.with_node_fix(engine, conn, traces, plan, radius=blast_radius)
     agreement = _agreement(verdict, flow)
-    expl = Explanation(conn, verdict, "", traces, tracing.closest_rule(traces), found, plan, agreement, flow, notes)
+    if verdict.allowed and flow is not None and any(t.id == probes.TRAP_ID for t in found):
+        agreement = replace(agreement, causes=("the source is the pod's own node, which networking/v1 and the "
+                                               f"CNI profile {engine.profile.describe()} exempt from isolation; the "
+                                               "CNI's own setting differs (see the kubelet-probe trap)",
+                                               *agreement.causes))
+    expl = Explanation(conn, verdict, "", traces, tracing.closest_rule(traces), found, plan, agreement, flow, notes,
+                       profile=engine.profile)
     return enforcement.lead(replace(expl, headline=headline(expl)), engine.state.enforcer,
                             engine.state.not_evaluated)
 
@@ -54,13 +65,19 @@ def explain_flow(engine: Engine, flow: Flow, *, blast_radius: bool = True) -> Ex
         verdict = engine.evaluate(conn)
         reason = describe_drop_reason(flow.drop_reason)
         expl = Explanation(conn, verdict, "", agreement=Agreement(None, ()), flow=flow, notes=notes,
-                           datapath_reason=reason)
+                           datapath_reason=reason, profile=engine.profile)
         return enforcement.lead(replace(expl, headline=headline(expl)), engine.state.enforcer,
                             engine.state.not_evaluated)
     if flow.is_reply:
         notes += ("the CNI marked this packet as a reply; replies of allowed connections are never dropped by "
                   "NetworkPolicy, so the connection itself was probably opened before a policy change",)
-    expl = explain_connection(engine, conn, flow, notes, blast_radius=blast_radius)
+    if conn.destination.service is not None:
+        # Still a Service address (reported before translation): judged through its backends.
+        from drop_explainer.explain import services  # services builds on this module
+
+        expl = services.explain(engine, conn, flow=flow, notes=notes, port_notes=False, blast_radius=blast_radius)
+    else:
+        expl = explain_connection(engine, conn, flow, notes, blast_radius=blast_radius)
     return antrea.with_attribution(calico.with_attribution(expl))
 
 
@@ -73,7 +90,10 @@ def complete(engine: Engine, expl: Explanation) -> Explanation:
     """
     if not expl.fixes or all(f.blast_radius is not None or not f.verified for f in expl.fixes):
         return expl
-    return replace(expl, fixes=fixes.plan(engine, expl.connection, expl.denying, radius=True))
+    plan = fixes.plan(engine, expl.connection, expl.denying, radius=True)
+    if any(t.id == probes.TRAP_ID for t in expl.traps):
+        plan = probes.with_node_fix(engine, expl.connection, expl.denying, plan)
+    return replace(expl, fixes=plan)
 
 
 def flow_connection(engine: Engine, flow: Flow) -> tuple[Connection, tuple[str, ...]]:
@@ -83,12 +103,14 @@ def flow_connection(engine: Engine, flow: Flow) -> tuple[Connection, tuple[str, 
                      "admit it, and CNIs differ in how they treat it")
     elif flow.destination_port is None:
         raise UnexplainableFlow("flow has no destination port")
-    src = _subject(engine, flow.source, notes)
-    dst = _subject(engine, flow.destination, notes)
+    reporter = engine.state.nodes.get(flow.node) if flow.node else None
+    src = _subject(engine, flow.source, notes, reporter)
+    dst = _subject(engine, flow.destination, notes, reporter)
     return Connection(src, dst, flow.destination_port or 0, flow.protocol.value), tuple(notes)
 
 
-def _subject(engine: Engine, ep: Endpoint, notes: list[str]) -> Subject:
+def _subject(engine: Engine, ep: Endpoint, notes: list[str], node: Node | None = None) -> Subject:
+    """``node``: the node that reported the flow, which a host endpoint is."""
     state = engine.state
     if ep.namespace and ep.pod:
         pod = state.pods.get(f"{ep.namespace}/{ep.pod}")
@@ -104,6 +126,10 @@ def _subject(engine: Engine, ep: Endpoint, notes: list[str]) -> Subject:
     if ep.ip is None:
         raise UnexplainableFlow(f"endpoint of kind {ep.kind} has neither a pod nor an address")
     subject = endpoints.ip_subject(state, ep.ip)
+    if ep.kind is EndpointKind.HOST and node is not None and subject.kind in (SubjectKind.EXTERNAL,
+                                                                             SubjectKind.POD_NETWORK):
+        # Hubble's host identity is the reporting node itself, whatever address it used (cilium_host...).
+        return Subject(SubjectKind.NODE, subject.ip, node=node)
     if subject.kind is SubjectKind.EXTERNAL and ep.kind in (EndpointKind.HOST, EndpointKind.REMOTE_NODE):
         return Subject(SubjectKind.NODE, subject.ip)
     return subject
@@ -148,14 +174,22 @@ def headline(e: Explanation) -> str:
         return f"DROPPED {what}: not a policy drop; the datapath says {e.datapath_reason}"
     if e.verdict.allowed:
         word = "DROPPED by the CNI, but" if e.flow is not None and e.agreement.agrees is False else "ALLOWED"
+        if e.verdict.ingress.node_exempt:
+            return (f"{word} {what}: the source is the pod's own node, which is exempt from its ingress isolation "
+                    f"(CNI profile {e.profile.describe()})")
         return f"{word} {what}: the NetworkPolicies in the state allow it"
     parts = []
     for t_dir, d in (("egress", e.verdict.egress), ("ingress", e.verdict.ingress)):
         if d.allowed:
             continue
         at = _who(c.source) if t_dir == "egress" else _who(c.destination)
+        if d.isolated_by_mode is not None and not d.policies:
+            parts.append(f"{t_dir} of {at} is isolated by the datapath: {d.isolated_by_mode}")
+            continue
         names = ", ".join(p.key for p in d.policies)
-        parts.append(f"{t_dir} of {at} is isolated by {names} and no rule admits it")
+        local = "" if d.node_local is None else f" (the pod's own node is not exempt under CNI profile " \
+            f"{e.profile.describe()})"
+        parts.append(f"{t_dir} of {at} is isolated by {names} and no rule admits it{local}")
     trap = f" [trap: {', '.join(t.id for t in e.traps)}]" if e.traps else ""
     return f"DENIED {what}: {'; '.join(parts)}{trap}"
 

@@ -30,8 +30,7 @@ workload_selector = candidates.workload_selector
 
 def derived(engine: Engine, state: ClusterState) -> Engine:
     """An engine over a changed state that judges as ``engine`` does (its CNI profile too, where it has one)."""
-    extra: tuple[object, ...] = (engine.profile,) if hasattr(engine, "profile") else ()
-    return type(engine)(state, *extra)
+    return type(engine)(state, engine.profile)
 
 
 def unresolved(engine: Engine, conn: Connection) -> str | None:

@@ -10,6 +10,9 @@ from typing import Any
 from drop_explainer.cluster.objects import NetworkPolicy
 from drop_explainer.flows.model import Flow
 from drop_explainer.policy.engine import Connection, Verdict
+from drop_explainer.policy.profiles import Profile
+
+DEFAULT_PROFILE = Profile()
 
 
 class Clause(enum.StrEnum):
@@ -118,3 +121,39 @@ class Explanation:
     """For a drop that no policy caused, what the datapath reason means."""
     not_enforced: str | None = None
     """Set when nothing in the cluster enforces NetworkPolicy: the sentence that leads the answer."""
+    profile: Profile = DEFAULT_PROFILE
+    """The CNI profile the verdict was judged by (policy/profiles.py); every answer names it."""
+    service: ServiceView | None = None
+    """Set when the destination was a Service: the verdict of each backend (explain/services.py)."""
+
+
+@dataclass(frozen=True, slots=True)
+class BackendView:
+    """One backend of a Service, as a connection to it was judged."""
+
+    pod: str
+    """NAMESPACE/NAME."""
+    ip: str | None
+    port: int | None
+    """The targetPort on this pod; None when a named targetPort is not defined on it."""
+    allowed: bool
+    why: str
+    """The backend's own headline, or why it cannot be reached."""
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceView:
+    service: str
+    """NAMESPACE/NAME."""
+    port: int
+    """The Service port asked for."""
+    protocol: str
+    target: str
+    """The Service port's targetPort as written (a number or a name)."""
+    backends: tuple[BackendView, ...]
+    source_of_backends: str
+    """"EndpointSlices" or "the Service selector"."""
+
+    @property
+    def allowed_count(self) -> int:
+        return sum(1 for b in self.backends if b.allowed)

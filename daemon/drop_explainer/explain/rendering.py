@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from drop_explainer.explain import services_view
 from drop_explainer.explain.model import Explanation, Fix, PolicyTrace, RuleTrace
 from drop_explainer.flows import codec
 from drop_explainer.policy.queries import direction_json, policy_ref, subject_json
@@ -55,7 +56,8 @@ def explanation_json(e: Explanation) -> dict[str, Any]:
     out: dict[str, Any] = {
         "schema": SCHEMA,
         "headline": e.headline,
-        "allowed": e.verdict.allowed,
+        "allowed": e.verdict.allowed if e.service is None else
+        bool(e.service.backends) and e.service.allowed_count == len(e.service.backends),
         "connection": {"source": subject_json(c.source), "destination": subject_json(c.destination),
                        "port": c.port, "protocol": c.protocol},
         "ingress": direction_json(e.verdict.ingress),
@@ -67,7 +69,10 @@ def explanation_json(e: Explanation) -> dict[str, Any]:
         "traps": [{"id": t.id, "title": t.title, "detail": t.detail} for t in e.traps],
         "fixes": [fix_json(f) for f in e.fixes],
         "notes": list(e.notes),
+        "profile": e.profile.json(),
     }
+    if e.service is not None:
+        out["service"] = services_view.view_json(e.service)
     if e.datapath_reason is not None:
         out["datapath_reason"] = e.datapath_reason
     if e.not_enforced is not None:
@@ -82,7 +87,12 @@ def _indent(text: str, prefix: str = "    ") -> str:
 
 
 def explanation_text(e: Explanation) -> str:
-    lines = [e.headline, ""]
+    lines = [e.headline, e.profile.sentence() + ".", ""]
+    if e.service is not None:
+        lines += services_view.view_text(e.service)
+    local = e.verdict.ingress.node_local
+    if local is not None:
+        lines += [f"Node-local: {local.why}.", ""]
     if e.flow is not None and e.agreement.agrees is False:
         lines.append("The CNI dropped it, but the policy engine disagrees. Likely causes:")
         lines += [f"  - {c}" for c in e.agreement.causes]

@@ -25,10 +25,17 @@ def _rule_name(policy: NetworkPolicy, direction: str, index: int) -> str:
     return f"{direction} rule {index} of {policy.key}"
 
 
-def peer_failures(peer: Peer, index: int, policy: NetworkPolicy, where: str, other: Subject) -> list[Failure]:
-    """Every failing clause of one from/to entry (not just the first)."""
+def peer_failures(peer: Peer, index: int, policy: NetworkPolicy, where: str, other: Subject, *,
+                  blind: str | None = None) -> list[Failure]:
+    """Every failing clause of one from/to entry (not just the first).
+
+    ``blind``: why the datapath's ipBlocks cannot see ``other`` at all (Cilium and in-cluster addresses).
+    """
     if peer.ip_block is not None:
         block = peer.ip_block
+        if blind is not None:
+            return [Failure(Clause.IP_BLOCK, f"{other.describe()} cannot match ipBlock {block.cidr} ({where}): "
+                            f"{blind}", index)]
         if ip_in_block(other.ip, block):
             return []
         if other.ip is not None and ip_in_block(other.ip, type(block)(block.cidr)):
@@ -37,8 +44,10 @@ def peer_failures(peer: Peer, index: int, policy: NetworkPolicy, where: str, oth
                             f" ({where})", index)]
         return [Failure(Clause.IP_BLOCK, f"{other.describe()} is not in ipBlock {block.cidr} ({where})", index)]
     if not other.is_pod or other.pod is None:
-        return [Failure(Clause.NOT_A_POD, f"{other.describe()} is not a pod; {where} selects pods by label, "
-                        "and only an ipBlock can match a node, a host-network pod or an outside address", index)]
+        only = f"and {blind}" if blind is not None else \
+            "and only an ipBlock can match a node, a host-network pod or an outside address"
+        return [Failure(Clause.NOT_A_POD, f"{other.describe()} is not a pod; {where} selects pods by label, {only}",
+                        index)]
     pod = other.pod
     out: list[Failure] = []
     ns_labels = other.namespace_labels or {}
@@ -79,7 +88,8 @@ def port_failure(rule: Rule, where: str, conn: Connection) -> Failure | None:
     return Failure(Clause.PORT, f"{where} allows {allowed}; the connection is {conn.protocol} {conn.port}")
 
 
-def trace_rule(policy: NetworkPolicy, direction: PolicyType, index: int, conn: Connection) -> RuleTrace:
+def trace_rule(policy: NetworkPolicy, direction: PolicyType, index: int, conn: Connection,
+               blind: str | None = None) -> RuleTrace:
     d = direction.value.lower()
     rule = rules_of(policy, direction)[index]
     where = _rule_name(policy, d, index)
@@ -89,7 +99,8 @@ def trace_rule(policy: NetworkPolicy, direction: PolicyType, index: int, conn: C
     if pf is not None:
         failures.append(pf)
     if rule.peers:
-        per_peer = [peer_failures(p, i, policy, f"{where}, peer {i}" if len(rule.peers) > 1 else where, other)
+        per_peer = [peer_failures(p, i, policy, f"{where}, peer {i}" if len(rule.peers) > 1 else where, other,
+                                  blind=blind)
                     for i, p in enumerate(rule.peers)]
         best: list[Failure] = min(per_peer, key=len)
         failures.extend(best)
@@ -101,9 +112,11 @@ def trace_direction(engine: Engine, conn: Connection, direction: PolicyType) -> 
     subject = conn.destination if direction is PolicyType.INGRESS else conn.source
     if subject.pod is None or not subject.is_pod:
         return ()
+    other = conn.source if direction is PolicyType.INGRESS else conn.destination
+    blind = engine.profile.ip_block_blind_to(other.kind) if other.ip is not None else None
     return tuple(
         PolicyTrace(p, direction.value.lower(),
-                    tuple(trace_rule(p, direction, i, conn) for i in range(len(rules_of(p, direction)))))
+                    tuple(trace_rule(p, direction, i, conn, blind) for i in range(len(rules_of(p, direction)))))
         for p in engine.policies_selecting(subject.pod, direction)
     )
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 from drop_explainer.cluster.objects import IPBlock, NetworkPolicy, Operator, Pod, PolicyType, Requirement, Rule, Service
 from drop_explainer.cluster.state import ClusterState
-from drop_explainer.explain import backends
+from drop_explainer.explain import backends, probes
 from drop_explainer.explain.model import Clause, PolicyTrace, Trap
 from drop_explainer.flows.model import EndpointKind, Flow
 from drop_explainer.policy import ports, selectors
@@ -24,7 +24,8 @@ from drop_explainer.policy.endpoints import Subject, SubjectKind
 from drop_explainer.policy.engine import Connection, Engine, ip_in_block, peer_matches, rule_matches, rules_of
 
 TITLES: dict[str, str] = {
-    "kubelet-probe": "Kubelet probes come from the node's address; only an ipBlock can allow them.",
+    "kubelet-probe": "Kubelet probes come from the pod's own node, which networking/v1 exempts from isolation; "
+                     "some CNIs or settings do not.",
     "dns-egress": "Egress isolation blocks DNS (port 53) unless a rule allows it explicitly.",
     "namespace-label-missing": "A namespaceSelector needs a label the namespace does not carry "
                                "(often name= where only kubernetes.io/metadata.name= exists).",
@@ -59,40 +60,10 @@ def _trap(trap_id: str, detail: str) -> Trap:
     return Trap(trap_id, TITLES[trap_id], detail)
 
 
-def probe_ports(pod: Pod) -> Iterator[tuple[int, str]]:
-    """(port number, "container liveness httpGet port http") for network probes."""
-    for c in pod.containers:
-        for probe in c.probes:
-            if probe.port is None:
-                continue
-            number = probe.port if isinstance(probe.port, int) else next(
-                (p.container_port for p in c.ports if p.name == probe.port), None)
-            if number is None:
-                continue
-            shown = f"{probe.port}" if isinstance(probe.port, int) else f"{probe.port} (= {number})"
-            yield number, f"container {c.name} {probe.kind} probe ({probe.handler} port {shown})"
-
-
-def _is_node_side(conn: Connection, flow: Flow | None) -> bool:
-    src = conn.source
-    if src.kind in (SubjectKind.NODE, SubjectKind.HOST_NETWORK_POD):
-        return True
-    if flow is not None and flow.source.kind in (EndpointKind.HOST, EndpointKind.REMOTE_NODE):
-        return True
-    dst = conn.destination.pod
-    return dst is not None and src.ip is not None and src.ip == dst.host_ip
-
-
-def kubelet_probe(conn: Connection, flow: Flow | None) -> Iterator[Trap]:
-    dst = conn.destination.pod
-    if dst is None or conn.protocol != "TCP" or not _is_node_side(conn, flow):
-        return
-    for number, what in probe_ports(dst):
-        if number == conn.port:
-            node = dst.node_name or "its node"
-            yield _trap("kubelet-probe", f"{conn.source.ip} is the address of {node}, from which the kubelet runs "
-                        f"the {what} of {dst.key}; the ingress policies admit no rule for that address")
-            return
+def kubelet_probe(engine: Engine, conn: Connection, flow: Flow | None) -> Iterator[Trap]:
+    """On evidence only (explain/probes.py): an observed drop from the pod's own node, or a non-exempting profile."""
+    for detail in probes.kubelet_probe(engine, conn, flow):
+        yield _trap("kubelet-probe", detail)
 
 
 def _egress_traps(engine: Engine, conn: Connection, flow: Flow | None) -> Iterator[Trap]:
@@ -425,7 +396,7 @@ def detect(engine: Engine, conn: Connection, traces: tuple[PolicyTrace, ...], fl
     denied = {t.direction for t in traces}
     found: list[Trap] = []
     if "ingress" in denied:
-        found += kubelet_probe(conn, flow)
+        found += kubelet_probe(engine, conn, flow)
         found += rules_ignored(engine, conn, PolicyType.INGRESS)
     if "egress" in denied:
         found += _egress_traps(engine, conn, flow)

@@ -10,13 +10,14 @@ once (which policies select each pod) so a verdict costs a few dict lookups.
 from __future__ import annotations
 
 import ipaddress
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import lru_cache
 
-from drop_explainer.cluster.objects import IPBlock, NetworkPolicy, Peer, Pod, PolicyType, Rule
+from drop_explainer.cluster.objects import IPBlock, NetworkPolicy, Node, Peer, Pod, PolicyType, Rule
 from drop_explainer.cluster.state import ClusterState
-from drop_explainer.policy import ports, selectors
-from drop_explainer.policy.endpoints import Subject
+from drop_explainer.policy import ports, profiles, selectors
+from drop_explainer.policy.endpoints import Subject, SubjectKind
+from drop_explainer.policy.profiles import NodeLocal, Profile
 
 PROTOCOLS = ("TCP", "UDP", "SCTP")
 
@@ -37,6 +38,15 @@ class DirectionVerdict:
     """The policies that select the pod for this direction (isolate it)."""
     allowed_by: tuple[tuple[NetworkPolicy, int], ...] = ()
     """(policy, rule index) pairs whose rule admits this connection."""
+    node_local: NodeLocal | None = None
+    """Set when the source is the destination pod's own node: whether the profile exempts it, and why."""
+    isolated_by_mode: str | None = None
+    """Set when no policy selects the pod but the datapath isolates it anyway (Cilium enforcement mode always)."""
+
+    @property
+    def node_exempt(self) -> bool:
+        """Allowed by the node-local exemption alone (no rule admits it)."""
+        return self.allowed and self.isolated and not self.allowed_by and self.node_local is not None
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,11 +104,46 @@ def rules_of(policy: NetworkPolicy, direction: PolicyType) -> tuple[Rule, ...]:
     return policy.ingress if direction is PolicyType.INGRESS else policy.egress
 
 
-class Engine:
-    """A snapshot with the index of which policies select each pod."""
+def profile_of_state(state: ClusterState) -> Profile:
+    """Without a configured profile: the detected enforcer's, else ``spec``."""
+    found = state.enforcer
+    if found is None:
+        return Profile()
+    return profiles.choose(detected=found.profile, evidence=", ".join(found.evidence[:2]), settings=found.settings)
 
-    def __init__(self, state: ClusterState) -> None:
+
+def local_node(state: ClusterState, conn: Connection, profile: Profile) -> tuple[Node | None, str] | None:
+    """(node, name) when the source is the destination pod's own node, else None.
+
+    The node's own addresses, a host-network pod on it (a host process), or
+    the pod's hostIP; on OVN-Kubernetes also the node's management-port
+    address, from which host traffic reaches local pods.
+    """
+    dst = conn.destination.pod
+    if dst is None or not conn.destination.is_pod or not (dst.node_name or dst.host_ip):
+        return None
+    name = dst.node_name or ""
+    node = state.nodes.get(name)
+    src = conn.source
+    if src.kind is SubjectKind.NODE and src.node is not None and src.node.name == name:
+        return node, name
+    if src.kind is SubjectKind.HOST_NETWORK_POD and src.pod is not None and src.pod.node_name == name:
+        return node, name
+    if src.ip is None or src.kind is SubjectKind.POD:
+        return None
+    if src.ip == dst.host_ip or (node is not None and any(a == src.ip for _, a in node.addresses)):
+        return node, name or "its node"
+    if profile.name == "ovn-kubernetes" and node is not None and src.ip in profiles.management_port_ips(node):
+        return node, name
+    return None
+
+
+class Engine:
+    """A snapshot with the index of which policies select each pod, and the CNI profile to judge by."""
+
+    def __init__(self, state: ClusterState, profile: Profile | None = None) -> None:
         self.state = state
+        self.profile = profile if profile is not None else profile_of_state(state)
         self._selecting: dict[tuple[str, PolicyType], tuple[NetworkPolicy, ...]] = {}
 
     def policies_selecting(self, pod: Pod, direction: PolicyType) -> tuple[NetworkPolicy, ...]:
@@ -133,15 +178,31 @@ class Engine:
         )
         if not subject.is_pod or subject.pod is None:
             return NOT_ISOLATED  # nodes, host-network pods and the outside are never isolated
+        local = local_node(self.state, conn, self.profile) if direction is PolicyType.INGRESS else None
         policies = self.policies_selecting(subject.pod, direction)
         if not policies:
-            return NOT_ISOLATED
+            if not self.profile.isolates_every_pod:
+                return NOT_ISOLATED
+            why = (f"Cilium policy-enforcement-mode=always: no {direction.value.lower()} policy selects "
+                   f"{subject.pod.key}, so it {'accepts' if direction is PolicyType.INGRESS else 'sends'} nothing")
+            nl = None
+            if local is not None:
+                # Only an endpoint with ingress rules gets the synthesised allow from the host (cilium#48444).
+                nl = NodeLocal(local[1], False, f"node {local[1]} is the pod's own node, but with "
+                               "policy-enforcement-mode=always and no ingress rule selecting the pod Cilium adds no "
+                               "allow from the local host")
+            return DirectionVerdict(False, True, (), (), nl, why)
+        if other.ip is not None and self.profile.ip_block_blind_to(other.kind) is not None:
+            other = replace(other, ip=None)  # selectors never read the address; only ipBlocks did
         allowed_by = tuple(
             (p, i)
             for p in policies
             for i, rule in enumerate(rules_of(p, direction))
             if rule_matches(rule, p.namespace, other, conn)
         )
+        if local is not None:
+            nl = profiles.node_local(self.profile, local[0], local[1], conn.source.ip)
+            return DirectionVerdict(bool(allowed_by) or nl.exempt, True, policies, allowed_by, nl)
         return DirectionVerdict(bool(allowed_by), True, policies, allowed_by)
 
     def evaluate(self, conn: Connection) -> Verdict:

@@ -6,26 +6,40 @@ is documented by ``schemas/whatif-result.schema.json``.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from drop_explainer.cluster.objects import NetworkPolicy
 from drop_explainer.cluster.state import ClusterState
-from drop_explainer.policy import endpoints
+from drop_explainer.policy import endpoints, ports
 from drop_explainer.policy.endpoints import Subject
 from drop_explainer.policy.engine import PROTOCOLS, Connection, DirectionVerdict, Verdict
+from drop_explainer.policy.profiles import Profile
 
 
 class BadQuery(ValueError):
     """A what-if question that cannot be asked; the message says which part."""
 
 
+class AmbiguousQuery(BadQuery):
+    """A name that several objects carry (the API answers 409 with the candidates)."""
+
+    def __init__(self, message: str, candidates: list[str]) -> None:
+        super().__init__(message)
+        self.candidates = candidates
+
+
+_PORT_NAME = re.compile(r"^(?=.*[a-z])[a-z0-9]([a-z0-9-]*[a-z0-9])?$")
+
+
 @dataclass(frozen=True, slots=True)
 class Query:
     source: str
     destination: str
-    port: int
+    port: int | str
+    """A number, or a port name resolved on the destination (a container port or a Service port name)."""
     protocol: str = "TCP"
 
 
@@ -37,18 +51,44 @@ def parse_query(data: object) -> Query:
         raise BadQuery(f"unknown field(s): {', '.join(sorted(unknown))}")
     src, dst = data.get("from"), data.get("to")
     if not isinstance(src, str) or not src:
-        raise BadQuery("'from' must be NAMESPACE/POD or an IP address")
+        raise BadQuery("'from' must be NAMESPACE/POD, a pod, node or service name, or an IP address")
     if not isinstance(dst, str) or not dst:
-        raise BadQuery("'to' must be NAMESPACE/POD or an IP address")
+        raise BadQuery("'to' must be NAMESPACE/POD, svc/NAMESPACE/NAME, a pod, node or service name, or an IP "
+                       "address")
     return Query(src, dst, parse_port(data.get("port")), parse_protocol(data.get("protocol", "TCP")))
 
 
-def parse_port(value: object) -> int:
+def parse_port(value: object) -> int | str:
+    """A number from 1 to 65535, or a port name (IANA_SVC_NAME: lowercase, at most 15 characters)."""
     if isinstance(value, str) and value.isdigit():
         value = int(value)
+    if isinstance(value, str) and len(value) <= 15 and _PORT_NAME.match(value) and "--" not in value:
+        return value
     if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= 65535:
-        raise BadQuery(f"'port' must be a number from 1 to 65535, got {value!r}")
+        raise BadQuery(f"'port' must be a number from 1 to 65535 or a port name, got {value!r}")
     return value
+
+
+def resolve_port(dst: Subject, port: int | str, protocol: str) -> int:
+    """A named port looked up where it is defined: the destination pod's containers, or the Service's ports."""
+    if isinstance(port, int):
+        return port
+    if dst.service is not None:
+        sp = next((p for p in dst.service.ports if p.name == port and p.protocol == protocol), None)
+        if sp is None:
+            raise BadQuery(f"service {dst.service.key} has no {protocol} port named {port!r}; its ports: "
+                           + (", ".join(f"{p.name or '(unnamed)'}={p.port}/{p.protocol}" for p in dst.service.ports)
+                              or "none"))
+        return sp.port
+    if dst.pod is not None:
+        number = ports.named_port(dst.pod, port, protocol)
+        if number is None:
+            declared = [f"{p.name}={p.container_port}/{p.protocol}" for c in dst.pod.containers for p in c.ports
+                        if p.name]
+            raise BadQuery(f"pod {dst.pod.key} defines no {protocol} port named {port!r}; its named ports: "
+                           + (", ".join(declared) or "none"))
+        return number
+    raise BadQuery(f"port name {port!r} can only be resolved on a pod or a Service, not on {dst.describe()}")
 
 
 def parse_protocol(value: object) -> str:
@@ -63,10 +103,14 @@ def connection(state: ClusterState, query: Query) -> Connection:
     try:
         src = endpoints.resolve(state, query.source)
         dst = endpoints.resolve(state, query.destination)
+    except endpoints.AmbiguousEndpoint as exc:
+        raise AmbiguousQuery(str(exc), exc.candidates) from None
     except endpoints.UnknownEndpoint as exc:
         raise BadQuery(str(exc)) from None
+    if src.service is not None:
+        raise BadQuery(f"service {src.service.key} cannot be a source: connections come from its pods (name one)")
     src, dst = endpoints.same_family(src, dst)
-    return Connection(src, dst, query.port, query.protocol)
+    return Connection(src, dst, resolve_port(dst, query.port, query.protocol), query.protocol)
 
 
 def policy_ref(p: NetworkPolicy) -> dict[str, Any]:
@@ -85,19 +129,26 @@ def subject_json(s: Subject) -> dict[str, Any]:
 
 
 def direction_json(d: DirectionVerdict) -> dict[str, Any]:
-    return {
+    out: dict[str, Any] = {
         "allowed": d.allowed,
         "isolated": d.isolated,
         "policies": [policy_ref(p) for p in d.policies],
         "allowed_by": [{**policy_ref(p), "rule": i} for p, i in d.allowed_by],
     }
+    if d.node_local is not None:
+        out["node_local"] = {"node": d.node_local.node, "exempt": d.node_local.exempt, "why": d.node_local.why}
+    if d.isolated_by_mode is not None:
+        out["isolated_by_mode"] = d.isolated_by_mode
+    return out
 
 
-def verdict_json(query: Query, conn: Connection, verdict: Verdict) -> dict[str, Any]:
+def verdict_json(query: Query, conn: Connection, verdict: Verdict, profile: Profile | None = None) -> dict[str, Any]:
     return {
+        **({"profile": profile.json()} if profile is not None else {}),
         "from": query.source,
         "to": query.destination,
-        "port": query.port,
+        "port": conn.port,
+        **({"port_name": query.port} if isinstance(query.port, str) else {}),
         "protocol": query.protocol,
         "allowed": verdict.allowed,
         "source": subject_json(conn.source),

@@ -64,7 +64,8 @@ def denying_direction(expl: Explanation, flow: Flow) -> str:
 def signature_of(flow: Flow, expl: Explanation, state: ClusterState) -> DropSignature:
     direction = denying_direction(expl, flow)
     side = expl.verdict.ingress if direction == "ingress" else expl.verdict.egress
-    policies = tuple(sorted(p.key for p in side.policies)) if not side.allowed else ()
+    # A side allowed only by the node-local exemption the CNI did not apply: its isolating policies decided the drop.
+    policies = tuple(sorted(p.key for p in side.policies)) if not side.allowed or side.node_exempt else ()
     return DropSignature(
         source_workload=workload_of(flow.source, state),
         destination=destination_of(flow.destination),

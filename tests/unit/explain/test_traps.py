@@ -29,14 +29,18 @@ items:
   metadata: {name: n1}
   spec: {podCIDRs: [10.1.1.0/24]}
   status: {addresses: [{type: InternalIP, address: 192.168.0.1}]}
+- kind: Node
+  metadata: {name: n2}
+  spec: {podCIDRs: [10.1.2.0/24]}
+  status: {addresses: [{type: InternalIP, address: 192.168.0.2}]}
 - kind: Pod
   metadata: {name: client, namespace: a, labels: {app: client}}
   spec: {nodeName: n1, containers: [{name: c}]}
   status: {phase: Running, podIP: 10.1.1.5, hostIP: 192.168.0.1}
 - kind: Pod
   metadata: {name: agent, namespace: a, labels: {app: agent}}
-  spec: {nodeName: n1, hostNetwork: true, containers: [{name: c}]}
-  status: {phase: Running, podIP: 192.168.0.1, hostIP: 192.168.0.1}
+  spec: {nodeName: n2, hostNetwork: true, containers: [{name: c}]}
+  status: {phase: Running, podIP: 192.168.0.2, hostIP: 192.168.0.2}
 - kind: Pod
   metadata: {name: server, namespace: b, labels: {app: server}}
   spec:
@@ -232,7 +236,7 @@ spec:
     pytest.param("named-port-undefined", False, _ingress_b("{ports: [{port: metrics}]}"),
                  ("a/client", "b/server", 8080, "TCP"), id="near-miss-name-of-other-pods"),
     pytest.param("kubelet-probe", False, _ingress_b("{from: [{namespaceSelector: {}}]}"),
-                 ("192.168.0.1", "b/server", 8080, "TCP"), id="near-miss-no-probe-port-no-kubelet-trap"),
+                 ("192.168.0.2", "b/server", 8080, "TCP"), id="near-miss-no-probe-port-no-kubelet-trap"),
 ]
 
 
