@@ -19,8 +19,11 @@ Label cardinality, because pod is a label:
   ``pod_deleted()`` (a last scrape sees the final value), freeing the budget.
   A pod recreated under the same name (StatefulSet) restarts from zero,
   which rate() reads as a counter reset.
-- new_drop_signatures_total drops the reason label, so it never has more
-  series than drops_total.
+- new_drop_signatures_total drops the reason label and adds workload (the
+  Deployment, StatefulSet... the signature is keyed by, cluster/workloads.py),
+  next to the pod it was first seen on. A signature is counted once per
+  workload, not per pod, so it never has more series than drops_total and a
+  rollout adds none.
 - Self metrics: source (hubble, calico, file), malformed reason (a closed
   set chosen by the normalisers), kind (the watched kinds), sink (a handful).
 
@@ -48,7 +51,8 @@ PodKey: TypeAlias = tuple[str, str]
 
 OTHER: Final = "_other"
 DROP_LABELS: Final = ("namespace", "pod", "direction", "reason", "policy", "trap")
-NEW_LABELS: Final = ("namespace", "pod", "direction", "policy", "trap")
+NEW_LABELS: Final = ("namespace", "workload", "pod", "direction", "policy", "trap")
+"""workload is what a signature is keyed by; pod is the pod it was first seen on (where its Event is)."""
 EXPLAIN_BUCKETS: Final = (50e-6, 100e-6, 250e-6, 500e-6, 1e-3, 2.5e-3, 5e-3, 10e-3, 25e-3, 50e-3, 100e-3,
                           250e-3, 500e-3, 1.0)
 """50 µs (a cache hit) to 1 s (a blast radius over a large cluster)."""
@@ -159,7 +163,8 @@ class MetricsSink:
         children[0].inc()
         children[1].inc(flow.connections)
         if drop.new:
-            new_labels = (*labels[:3], *labels[4:])
+            workload = labels[1] if labels[0] in ("", OTHER) else (sig.affected_workload.partition("/")[2] or labels[1])
+            new_labels = (labels[0], workload, *labels[1:3], *labels[4:])
             self._new_signatures.labels(*new_labels).inc()
             self._new_of_pod.setdefault((labels[0], labels[1]), set()).add(new_labels)
 
