@@ -1,17 +1,22 @@
-"""Signatures are keyed by workload: a rollout or a new replica of a Deployment is the same drop, through the pipeline."""
+"""Signatures keyed by workload: a rollout or a new replica of a Deployment is the same drop, through the pipeline."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 
 import pytest
+from aiohttp.test_utils import TestClient, TestServer
 from prometheus_client import CollectorRegistry
 
+from drop_explainer.api import routes
+from drop_explainer.api.peers import Peers
 from drop_explainer.cluster.loading import parse_documents
 from drop_explainer.cluster.state import ClusterState
 from drop_explainer.flows.model import Direction, DropKind, Endpoint, EndpointKind, Flow, Verdict
 from drop_explainer.flows.model import Protocol as L4
 from drop_explainer.pipeline import Pipeline
+from drop_explainer.policy.engine import Engine
+from drop_explainer.settings import PeerSettings
 from drop_explainer.sinks.metrics import MetricsSink
 from drop_explainer.sinks.store import MEMORY, DropStore
 
@@ -65,7 +70,8 @@ class Switchable:
 
 def drop_to(pod: str, ip: str, t: int, *, port: int = 8080, hash_: str | None = None) -> Flow:
     labels = {"app": "web", **({"pod-template-hash": hash_} if hash_ else {})}
-    return Flow(T0 + t * S, Verdict.DROPPED, Endpoint(EndpointKind.POD, "10.0.0.2", "shop", "client", {"app": "client"}),
+    client = Endpoint(EndpointKind.POD, "10.0.0.2", "shop", "client", {"app": "client"})
+    return Flow(T0 + t * S, Verdict.DROPPED, client,
                 Endpoint(EndpointKind.POD, ip, "shop", pod, labels), L4.TCP, 40000 + t, port,
                 drop_kind=DropKind.POLICY_DENIED, direction=Direction.INGRESS, origin="hubble")
 
@@ -81,7 +87,8 @@ CASES = [
     pytest.param([(None, drop_to(f"web-{OLD}-aaaaa", "10.0.0.10", 0), True),
                   (None, drop_to(f"web-{OLD}-bbbbb", "10.0.0.11", 1), False)], 1, id="second-replica-same-signature"),
     pytest.param([(None, drop_to(f"web-{OLD}-aaaaa", "10.0.0.10", 0), True),
-                  (AFTER, drop_to(f"web-{NEW}-ccccc", "10.0.0.12", 1), False)], 1, id="rollout-new-hash-same-signature"),
+                  (AFTER, drop_to(f"web-{NEW}-ccccc", "10.0.0.12", 1), False)], 1,
+                 id="rollout-new-hash-same-signature"),
     pytest.param([(None, drop_to(f"web-{OLD}-aaaaa", "10.0.0.10", 0), True),
                   (AFTER, drop_to(f"web-{OLD}-bbbbb", "10.0.0.11", 1, hash_=OLD), False)], 1,
                  id="old-pod-gone-from-the-state-same-signature"),
@@ -130,3 +137,23 @@ def test_the_stored_drop_names_its_workload_and_the_pod_seen_first(store: DropSt
     assert store.query(namespace="shop", pod=f"web-{OLD}-aaaaa") == [rec]
     labels = store.query(workload="shop/web")[0].signature
     assert labels.affected_workload == "shop/web"
+
+
+async def test_a_new_replica_s_drops_page_shows_the_drop_first_seen_on_the_old_pod(store: DropStore) -> None:
+    """/namespaces/shop/pods/<new pod>/drops after a rollout: the workload's drop, naming where it was first seen."""
+    state = Switchable(BEFORE)
+    pipeline = Pipeline(state, store=store)
+    pipeline.process(drop_to(f"web-{OLD}-aaaaa", "10.0.0.10", 0))
+    state.move_to(AFTER)
+    engine = Engine(state.state)
+    peers = Peers(PeerSettings("single", {}, "drop-explainer", {}, 8080, 1.0), "n1", lambda: engine.state)
+    ctx = routes.Context(engine=lambda: engine, store=store, peers=peers, registry=CollectorRegistry(),
+                         ready=lambda: (True, "ok"), healthy=lambda: (True, "ok"))
+    async with TestClient(TestServer(routes.make_app(ctx))) as client:
+        resp = await client.get(f"/namespaces/shop/pods/web-{NEW}-ccccc/drops?format=json")
+        assert resp.status == 200
+        [drop] = (await resp.json())["drops"]
+        bare = await client.get("/namespaces/shop/pods/client/drops?format=json")
+        assert (await bare.json())["drops"] == []
+    assert (drop["workload"], drop["first_pod"]) == ("shop/web", f"shop/web-{OLD}-aaaaa")
+    assert drop["signature"]["destination"] == "shop/web"
