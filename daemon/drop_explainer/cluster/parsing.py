@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Callable, Mapping
-from typing import Any, TypeVar
+from typing import Any, Final, TypeVar
 
 from drop_explainer.cluster import objects as o
 from drop_explainer.cluster.errors import ObjectError
@@ -366,6 +366,27 @@ def parse_network_policy(data: Mapping[str, Any], obj: str) -> o.NetworkPolicy:
         resource_version=meta.text("resourceVersion"),
         creation_timestamp=meta.text("creationTimestamp"),
     )
+
+
+GROUP_OF: Final[Mapping[str, str]] = {"Namespace": "", "Pod": "", "Node": "", "Service": "",
+                                      "NetworkPolicy": "networking.k8s.io"}
+"""The API group each kind we parse belongs to; the same kind name in another group is another kind."""
+
+
+def parser_for(data: Mapping[str, Any]) -> Callable[[Mapping[str, Any], str], object] | None:
+    """The parser of an object by apiVersion and kind; None for any other (group, kind).
+
+    An object without apiVersion (hand-written states, items of a typed list) is read by its kind.
+    """
+    kind = data.get("kind")
+    if not isinstance(kind, str) or kind not in GROUP_OF:
+        return None
+    api = data.get("apiVersion")
+    if api is not None:
+        group = str(api).partition("/")[0] if "/" in str(api) else ""
+        if group != GROUP_OF[kind]:
+            return None
+    return PARSERS[kind]
 
 
 PARSERS: dict[str, Callable[[Mapping[str, Any], str], object]] = {

@@ -112,3 +112,10 @@ class Explanation:
     """For a drop that no policy caused, what the datapath reason means."""
     not_enforced: str | None = None
     """Set when nothing in the cluster enforces NetworkPolicy: the sentence that leads the answer."""
+    not_evaluated: tuple[str, ...] = ()
+    """Policies of kinds the engine does not evaluate that select (or may select) an end (explain/unevaluated.py)."""
+
+    @property
+    def complete(self) -> bool:
+        """False when a policy the engine does not evaluate may change the verdict."""
+        return not self.not_evaluated

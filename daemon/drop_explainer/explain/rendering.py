@@ -50,6 +50,8 @@ def explanation_json(e: Explanation) -> dict[str, Any]:
         "schema": SCHEMA,
         "headline": e.headline,
         "allowed": e.verdict.allowed,
+        "complete": e.complete,
+        "not_evaluated": list(e.not_evaluated),
         "connection": {"source": subject_json(c.source), "destination": subject_json(c.destination),
                        "port": c.port, "protocol": c.protocol},
         "ingress": direction_json(e.verdict.ingress),
