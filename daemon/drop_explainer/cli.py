@@ -23,7 +23,7 @@ from drop_explainer import app, demo, logs, settings
 from drop_explainer.cluster.errors import StateError
 from drop_explainer.cluster.loading import load_state
 from drop_explainer.cluster.state import ClusterState
-from drop_explainer.explain import enforcement, explaining, grouping, rendering
+from drop_explainer.explain import enforcement, explaining, grouping, rendering, unevaluated
 from drop_explainer.flows.model import Flow
 from drop_explainer.policy import queries
 from drop_explainer.policy.engine import Engine
@@ -92,6 +92,14 @@ def cmd_state(args: argparse.Namespace, out: TextIO) -> int:
     state = _state(args)
     out.write(f"{len(state.namespaces)} namespaces, {len(state.pods)} pods, {len(state.nodes)} nodes, "
               f"{len(state.services)} services, {len(state.policies)} NetworkPolicies\n")
+    if state.not_evaluated:
+        kinds = ", ".join(f"{kind} {n}" for kind, n in unevaluated.counts(state.not_evaluated))
+        out.write(f"{len(state.not_evaluated)} policies of kinds not evaluated: {kinds} (answers on the pods they "
+                  "select are marked incomplete)\n")
+        for entry in state.not_evaluated[:20]:
+            out.write(f"  not evaluated: {entry.describe()}\n")
+        if len(state.not_evaluated) > 20:
+            out.write(f"  ... and {len(state.not_evaluated) - 20} more\n")
     found = state.enforcer
     if found is None:
         out.write("policy enforcer: not detected (the state has no DaemonSets or CRDs to tell from)\n")
@@ -138,8 +146,9 @@ def cmd_whatif(args: argparse.Namespace, out: TextIO) -> int:
 def whatif(engine: Engine, query: queries.Query, *, explain: bool = False) -> dict[str, Any]:
     conn = queries.connection(engine.state, query)
     if not explain:
-        return enforcement.label_answer(queries.verdict_json(query, conn, engine.evaluate(conn)),
-                                        engine.state.enforcer)
+        verdict = queries.verdict_json(query, conn, engine.evaluate(conn))
+        verdict |= unevaluated.verdict_fields(engine.state.not_evaluated, conn)  # never a silent "allowed"
+        return enforcement.label_answer(verdict, engine.state.enforcer)
     expl = explaining.explain_connection(engine, conn)
     answer = queries.verdict_json(query, conn, expl.verdict) | {"explanation": rendering.explanation_json(expl)}
     return enforcement.label_answer(answer, engine.state.enforcer)

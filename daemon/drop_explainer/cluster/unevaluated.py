@@ -60,10 +60,14 @@ class NotEvaluated:
     """The pods it selects: any choice matching. () selects no pod (a Tier, a host policy); None is unknown:
     any pod of ``namespace`` (or of the cluster when it is cluster-wide) may be selected."""
 
+    @property
+    def kind_name(self) -> str:
+        """The kind as answers name it: "CiliumNetworkPolicy", "Calico NetworkPolicy", "Antrea Tier"."""
+        return f"{_PREFIX.get(self.group, '')}{self.kind}"
+
     def describe(self) -> str:
         ref = f"{self.namespace}/{self.name}" if self.namespace else self.name
-        prefix = _PREFIX.get(self.group, "")
-        return f"{prefix}{self.kind} {ref}" + (f" ({self.detail})" if self.detail else "")
+        return f"{self.kind_name} {ref}" + (f" ({self.detail})" if self.detail else "")
 
     @property
     def exact(self) -> bool:
@@ -123,7 +127,7 @@ def not_evaluated(obj: Json) -> NotEvaluated | None:
     keys = ("tier", "order", "priority") if group != "cilium.io" else ()
     detail = ", ".join(f"{k} {spec[k]}" for k in keys if k in spec and not isinstance(spec[k], (Mapping, list)))
     try:
-        choices = _choices(group, kind, spec, namespace)
+        choices = _choices(group, kind, obj, namespace)
     except _Unreadable:
         choices = None
     return NotEvaluated(group, kind, namespace, str(meta.get("name") or ""), detail, choices)
@@ -133,11 +137,14 @@ class _Unreadable(Exception):
     """A selection we do not read exactly: taken as every pod in scope."""
 
 
-def _choices(group: str, kind: str, spec: Json, namespace: str | None) -> tuple[Choice, ...]:
+def _choices(group: str, kind: str, obj: Json, namespace: str | None) -> tuple[Choice, ...]:
     if kind == "Tier":
         return ()
     if group == "cilium.io":
-        return _cilium(spec, namespace)
+        return _cilium(obj, namespace)
+    spec = obj.get("spec")
+    if not isinstance(spec, Mapping):
+        raise _Unreadable
     if group.endswith("projectcalico.org"):
         return _calico(spec, namespace)
     if group == "policy.networking.k8s.io":
@@ -173,8 +180,12 @@ _CILIUM_NS: Final = "io.kubernetes.pod.namespace"
 _CILIUM_NS_LABELS: Final = "io.cilium.k8s.namespace.labels."
 
 
-def _cilium(spec: Json, namespace: str | None) -> tuple[Choice, ...]:
-    rules = [r for r in [spec.get("spec"), *(spec.get("specs") or [])] if r is not None]
+def _cilium(obj: Json, namespace: str | None) -> tuple[Choice, ...]:
+    """A CNP's rules are its ``spec`` and its ``specs``, all added together (reference section 1.1)."""
+    specs = obj.get("specs") or []
+    if not isinstance(specs, list):
+        raise _Unreadable
+    rules = [r for r in [obj.get("spec"), *specs] if r is not None]
     out: list[Choice] = []
     for rule in rules:
         if not isinstance(rule, Mapping):

@@ -20,6 +20,7 @@ from drop_explainer.cluster.unevaluated import NotEvaluated
 from drop_explainer.explain.model import Explanation
 from drop_explainer.policy import selectors
 from drop_explainer.policy.endpoints import Subject
+from drop_explainer.policy.engine import Connection
 
 MAX_NAMED = 5
 
@@ -80,6 +81,20 @@ def selections(objects: Sequence[NotEvaluated], source: Subject, destination: Su
                 out.append(Selection(policy, f"the {role} pod {subject.pod.key}", found is True))
                 break
     return out
+
+
+def verdict_fields(objects: Sequence[NotEvaluated], connection: Connection) -> dict[str, object]:
+    """``complete`` and ``not_evaluated`` for a verdict-only answer (what-if batches without explanations)."""
+    found = selections(objects, connection.source, connection.destination)
+    return {"complete": not found, "not_evaluated": [s.policy.describe() for s in found]}
+
+
+def counts(objects: Sequence[NotEvaluated]) -> list[tuple[str, int]]:
+    """(kind as named in answers, how many), most first: the state summary and the metric read it."""
+    by_kind: dict[str, int] = {}
+    for p in objects:
+        by_kind[p.kind_name] = by_kind.get(p.kind_name, 0) + 1
+    return sorted(by_kind.items(), key=lambda kv: (-kv[1], kv[0]))
 
 
 def mark(expl: Explanation, objects: Sequence[NotEvaluated]) -> Explanation:
