@@ -28,6 +28,7 @@ from drop_explainer.cluster import kubeapi
 from drop_explainer.cluster.enforcing import EnforcerTracker, TrackerSettings, configured_detection
 from drop_explainer.cluster.live import LiveState, PolicyChange
 from drop_explainer.cluster.loading import load_state
+from drop_explainer.cluster.unevaluated import NotEvaluated
 from drop_explainer.explain.cache import ExplanationCache
 from drop_explainer.explain.model import Explanation
 from drop_explainer.flows.model import Flow
@@ -286,6 +287,11 @@ def _enforcer_tracker(settings: Settings, client: kubeapi.Client, live: LiveStat
         instance=settings.node_name or "drop-explainer"))
 
 
+def _not_evaluated_of(state: StateSource) -> Callable[[], tuple[NotEvaluated, ...]]:
+    """The policy objects not evaluated in the state's current snapshot, read when metrics are scraped."""
+    return lambda: state.snapshot().not_evaluated
+
+
 async def serve(settings: Settings, *, state: StateSource | None = None,
                 on_started: Callable[[Daemon], None] | None = None) -> None:
     """Build every part and run until cancelled (SIGTERM) or until a part fails."""
@@ -330,6 +336,7 @@ async def serve(settings: Settings, *, state: StateSource | None = None,
         source = make_source(settings, checkpoint=store)
         if not isinstance(source, ReplaySource):
             metrics.register_source(source_name(source), source.stats)
+        metrics.register_not_evaluated(_not_evaluated_of(state))
         daemon = Daemon(settings, registry, metrics, store, state, pipeline, peers, source, live, events)
         if live is not None and client is not None:
             daemon.enforcer = _enforcer_tracker(settings, client, live, registry)

@@ -34,13 +34,14 @@ daemons in one process do not share counters.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Final, Protocol, TypeAlias
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from drop_explainer.cluster.unevaluated import NotEvaluated
 from drop_explainer.flows.model import Endpoint
 from drop_explainer.sinks.base import ExplainedDrop
 
@@ -260,6 +261,10 @@ class MetricsSink:
         """Report the new signatures held back by the admission limits."""
         self._scraped.admission = admission
 
+    def register_not_evaluated(self, objects: Callable[[], Sequence[NotEvaluated]]) -> None:
+        """Report the policy objects of kinds not evaluated in the current state (read at each scrape)."""
+        self._scraped.not_evaluated = objects
+
 
 def affected_pod_labels(ep: Endpoint) -> PodKey:
     """namespace and pod labels of an endpoint: ("", kind) when it is not a pod."""
@@ -278,13 +283,15 @@ class _ScrapeCollector(Collector):
         self.cache: CacheStats | None = None
         self.sources: dict[str, SourceAccounting] = {}
         self.admission: AdmissionStats | None = None
+        self.not_evaluated: Callable[[], Sequence[NotEvaluated]] | None = None
 
     def describe(self) -> Iterable[Metric]:
-        return [*self._families(None, None), *_source_families({}), *_admission_families(None)]
+        return [*self._families(None, None), *_source_families({}), *_admission_families(None),
+                *_not_evaluated_families(None)]
 
     def collect(self) -> Iterable[Metric]:
         return [*self._families(self.store, self.cache), *_source_families(self.sources),
-                *_admission_families(self.admission)]
+                *_admission_families(self.admission), *_not_evaluated_families(self.not_evaluated)]
 
     @staticmethod
     def _families(store: StoreStats | None, cache: CacheStats | None) -> Iterator[Metric]:
@@ -342,3 +349,18 @@ def _admission_families(admission: AdmissionStats | None) -> Iterator[Metric]:
     if admission is not None:
         deferred.add_metric([], admission.deferred)
     yield deferred
+
+
+def _not_evaluated_families(objects: Callable[[], Sequence[NotEvaluated]] | None) -> Iterator[Metric]:
+    family = GaugeMetricFamily(
+        "drop_explainer_policies_not_evaluated",
+        "Policy objects of kinds the engine does not evaluate (CiliumNetworkPolicy, Calico, AdminNetworkPolicy, "
+        "Antrea-native), by API group and kind; answers on the pods they select are marked incomplete.",
+        labels=["group", "kind"])
+    if objects is not None:
+        by_kind: dict[tuple[str, str], int] = {}
+        for entry in objects():
+            by_kind[(entry.group, entry.kind)] = by_kind.get((entry.group, entry.kind), 0) + 1
+        for (group, kind), count in sorted(by_kind.items()):
+            family.add_metric([group, kind], count)
+    yield family
