@@ -13,6 +13,8 @@ import jsonschema
 import pytest
 from deploy_support import OVERLAYS, REPO, objects, one
 
+from drop_explainer.cluster import unevaluated
+
 K8S_VERSION = "1.36.0"
 """The Kubernetes version of the API-server harness (scripts/build-k8s-binaries.sh)."""
 CRD_SCHEMAS = {
@@ -85,7 +87,8 @@ def test_rbac_is_read_only_on_five_kinds_and_writes_only_events(rendered: dict[s
     # Enforcer detection (cluster/enforcer.py): list workloads and CRDs, get two CNI ConfigMaps by name.
     detection = {("apps", "daemonsets", "list"), ("apps", "deployments", "list"),
                  ("apiextensions.k8s.io", "customresourcedefinitions", "list"), ("", "configmaps", "get")}
-    detection |= {("crd.antrea.io", r, "list") for r in ("tiers", "clusternetworkpolicies", "networkpolicies")}
+    # Policy kinds not evaluated, each list the daemon makes (cluster/unevaluated.py), list only.
+    detection |= {(group, resource, "list") for group, _, resource, _ in unevaluated.LISTS}
     assert granted == read | events | detection
     (configmaps,) = [rule for rule in role["rules"] if "configmaps" in rule["resources"]]
     assert sorted(configmaps["resourceNames"]) == ["antrea-config", "cilium-config"], "never every ConfigMap"
