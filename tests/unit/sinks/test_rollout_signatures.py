@@ -14,7 +14,7 @@ from drop_explainer.cluster.loading import parse_documents
 from drop_explainer.cluster.state import ClusterState
 from drop_explainer.flows.model import Direction, DropKind, Endpoint, EndpointKind, Flow, Verdict
 from drop_explainer.flows.model import Protocol as L4
-from drop_explainer.pipeline import Pipeline
+from drop_explainer.pipeline import Admission, Pipeline
 from drop_explainer.policy.engine import Engine
 from drop_explainer.settings import PeerSettings
 from drop_explainer.sinks.metrics import MetricsSink
@@ -157,3 +157,17 @@ async def test_a_new_replica_s_drops_page_shows_the_drop_first_seen_on_the_old_p
         assert (await bare.json())["drops"] == []
     assert (drop["workload"], drop["first_pod"]) == ("shop/web", f"shop/web-{OLD}-aaaaa")
     assert drop["signature"]["destination"] == "shop/web"
+
+
+def test_new_signature_admission_counts_a_workload_s_replicas_together(store: DropStore) -> None:
+    """A flood of new drops spread over replicas is held back per workload, not refilled per pod."""
+    now = [0.0]
+    admission = Admission(per_group_burst=1, per_group_rate=0.001, clock=lambda: now[0])
+    pipeline = Pipeline(Switchable(BEFORE), store=store, admission=admission)
+    first = pipeline.process(drop_to(f"web-{OLD}-aaaaa", "10.0.0.10", 0, port=1000))
+    other_replica = pipeline.process(drop_to(f"web-{OLD}-bbbbb", "10.0.0.11", 1, port=1001))
+    assert first is not None
+    assert first.new
+    assert other_replica is not None
+    assert not other_replica.new
+    assert admission.deferred_by_group == {"shop/web": 1}
