@@ -108,13 +108,16 @@ def explanation_text(e: Explanation) -> str:
     if e.notes:
         lines.append("")
     for f in e.fixes:
-        lines += _fix_text(f)
+        lines += _fix_text(f, complete=e.complete)
     return "\n".join(lines).rstrip("\n") + "\n"
 
 
-def _fix_text(f: Fix) -> list[str]:
+def _fix_text(f: Fix, *, complete: bool = True) -> list[str]:
     check = "checked: the engine allows the connection with this change" if f.verified else \
         "NOT verified: the engine still denies the connection with this change"
+    if f.verified and not complete:
+        check = ("checked against Kubernetes NetworkPolicy only: the engine allows the connection with this change, "
+                 "but the policies not evaluated, named above, may still drop it")
     out = [f"Fix ({check}): {f.summary}"]
     if f.blast_radius is None and f.verified:
         out.append("  What else it allows (its blast radius) is being computed.")

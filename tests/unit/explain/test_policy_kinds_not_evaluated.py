@@ -257,3 +257,15 @@ def test_a_verdict_only_batch_answer_carries_complete_too() -> None:
         True, False, ["CiliumNetworkPolicy shop/l4"])
     other = cli.whatif(Engine(st), queries.Query("shop/client", "ops/probe", 8080, "TCP"))
     assert (other["complete"], other["not_evaluated"]) == (True, [])
+
+
+def test_a_fix_on_an_incomplete_answer_says_what_it_was_checked_against() -> None:
+    """The fix is re-checked by the engine, which does not see the CNI's own policies: the text says so."""
+    deny = {"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+            "metadata": {"name": "deny", "namespace": "shop"}, "spec": {"podSelector": {"matchLabels": {"app": "web"}}}}
+    st = state(deny, calico("NetworkPolicy", "egress", "app == 'client'"))
+    expl = explaining.explain_connection(Engine(st), queries.connection(st, queries.Query("shop/client", WEB, 8080)))
+    assert expl.fixes
+    assert expl.fixes[0].verified
+    assert "Fix (checked against Kubernetes NetworkPolicy only: the engine allows the connection with this change, " \
+           "but the policies not evaluated, named above, may still drop it)" in rendering.explanation_text(expl)
