@@ -228,7 +228,7 @@ def parse_pod(data: Mapping[str, Any], obj: str) -> o.Pod:
         ips = [_check_ip(status, "podIP", single)]
     host_ip = status.text("hostIP")
     owners = tuple(
-        o.OwnerReference(r.text("kind", required=True) or "", r.text("name", required=True) or "")
+        o.OwnerReference(r.text("kind", required=True) or "", r.text("name", required=True) or "", r.flag("controller"))
         for r in meta.items("ownerReferences")
     )
     containers = tuple(_container(c) for c in spec.items("containers"))

@@ -82,7 +82,7 @@ def of_pod(pod: o.Pod) -> Workload:
     """The pod's workload from its ownerReferences (the controller one first), else the pod itself."""
     if not pod.owners:
         return Workload(pod.namespace, "Pod", pod.name)
-    owner = pod.owners[0]
+    owner = next((r for r in pod.owners if r.controller), pod.owners[0])
     if owner.kind == "ReplicaSet":
         deployment = deployment_of_replicaset(owner.name, pod.labels)
         if deployment is not None:

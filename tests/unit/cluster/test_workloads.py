@@ -62,6 +62,13 @@ def test_workload_of_a_pod_gone_from_the_state(name: str, labels: dict[str, str]
     assert workloads.of_gone_pod("shop", name, labels, cni) == expected
 
 
+def test_the_controller_owner_is_followed_when_there_are_several() -> None:
+    """ownerReferences may list several owners; at most one is the controller, and it decides."""
+    subject = o.Pod("shop", "web-5d8f7c9b6-x2k9p", HASH, owners=(
+        o.OwnerReference("ConfigMap", "adopter"), o.OwnerReference("ReplicaSet", "web-5d8f7c9b6", controller=True)))
+    assert workloads.of_pod(subject) == Workload("shop", "Deployment", "web", inferred=True)
+
+
 def test_pod_in_state_and_gone_pod_agree_on_the_key() -> None:
     """Signatures hold the key, so a pod that disappears mid-incident keeps its signature."""
     live = workloads.of_pod(pod("web-5d8f7c9b6-x2k9p", (("ReplicaSet", "web-5d8f7c9b6"),), HASH))
