@@ -33,7 +33,7 @@ itself gives (Hubble does).
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Final
 
@@ -110,3 +110,16 @@ def of_gone_pod(namespace: str, name: str, labels: Mapping[str, str], cni_worklo
         return Workload(namespace, "StatefulSet", ordinal.group("set"), inferred=True)
     return Workload(namespace, "Pod", name)
 
+
+
+def of_prefix(namespace: str, prefix: str, labels: Mapping[str, str], pods: Sequence[o.Pod] = ()) -> Workload | None:
+    """Calico's aggregate of the pods of one generateName (``web-5d8f7c9b6-``): their workload, if it can be told.
+
+    From the flow's ``pod-template-hash`` label, else from a pod of the state with that generateName;
+    None when neither says (the aggregate stays its own key).
+    """
+    h = labels.get(_HASH_LABEL)
+    if h and prefix.endswith(f"-{h}-") and len(prefix) > len(h) + 2:
+        return Workload(namespace, "Deployment", prefix[: -len(h) - 2], inferred=True)
+    pod = next((p for p in pods if p.generate_name == prefix), None)
+    return of_pod(pod) if pod is not None else None

@@ -30,7 +30,9 @@ def workload_of(ep: Endpoint, state: ClusterState) -> str:
             return workloads.of_pod(pod).key
         return workloads.of_gone_pod(ep.namespace, ep.pod, ep.labels, ep.workload).key
     if ep.namespace and ep.pod_prefix:
-        return f"{ep.namespace}/{ep.pod_prefix}*"
+        pods = state.pods_by_namespace.get(ep.namespace, ())
+        owner = workloads.of_prefix(ep.namespace, ep.pod_prefix, ep.labels, pods)
+        return owner.key if owner is not None else f"{ep.namespace}/{ep.pod_prefix}*"
     return ep.ip or str(ep.kind)
 
 

@@ -69,6 +69,20 @@ def test_the_controller_owner_is_followed_when_there_are_several() -> None:
     assert workloads.of_pod(subject) == Workload("shop", "Deployment", "web", inferred=True)
 
 
+@pytest.mark.parametrize(("prefix", "labels", "pods", "expected"), [
+    pytest.param("web-5d8f7c9b6-", HASH, (), Workload("shop", "Deployment", "web", inferred=True),
+                 id="hash-label-of-the-aggregate"),
+    pytest.param("agent-", {}, (o.Pod("shop", "agent-7xk2p", owners=(o.OwnerReference("DaemonSet", "agent"),),
+                                      generate_name="agent-"),),
+                 Workload("shop", "DaemonSet", "agent"), id="a-pod-of-the-state-with-that-generatename"),
+    pytest.param("web-5d8f7c9b6-", {}, (), None, id="nothing-known"),
+])
+def test_workload_of_a_calico_aggregate(prefix: str, labels: dict[str, str], pods: tuple[o.Pod, ...],
+                                        expected: Workload | None) -> None:
+    """Goldmane aggregates pods by generateName; a rollout changes the prefix, not the workload."""
+    assert workloads.of_prefix("shop", prefix, labels, pods) == expected
+
+
 def test_pod_in_state_and_gone_pod_agree_on_the_key() -> None:
     """Signatures hold the key, so a pod that disappears mid-incident keeps its signature."""
     live = workloads.of_pod(pod("web-5d8f7c9b6-x2k9p", (("ReplicaSet", "web-5d8f7c9b6"),), HASH))

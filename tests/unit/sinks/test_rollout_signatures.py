@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterator
 
 import pytest
@@ -30,6 +31,7 @@ def web_pod(hash_: str, suffix: str, ip: str, app: str = "web") -> str:
 - kind: Pod
   metadata:
     name: {app}-{hash_}-{suffix}
+    generateName: {app}-{hash_}-
     namespace: shop
     labels: {{app: {app}, pod-template-hash: "{hash_}"}}
     ownerReferences: [{{apiVersion: apps/v1, kind: ReplicaSet, name: {app}-{hash_}, uid: u-{hash_}, controller: true}}]
@@ -76,6 +78,14 @@ def drop_to(pod: str, ip: str, t: int, *, port: int = 8080, hash_: str | None = 
                 drop_kind=DropKind.POLICY_DENIED, direction=Direction.INGRESS, origin="hubble")
 
 
+def aggregate_to(hash_: str, t: int, *, labels: bool = True) -> Flow:
+    """Goldmane's aggregate of a ReplicaSet's pods: a name prefix, no pod, no address."""
+    flow = drop_to("", "", t)
+    hashed = {"pod-template-hash": hash_} if labels else {}
+    dst = Endpoint(EndpointKind.POD, None, "shop", None, {"app": "web", **hashed}, pod_prefix=f"web-{hash_}-")
+    return dataclasses.replace(flow, destination=dst, origin="calico-goldmane")
+
+
 @pytest.fixture
 def store() -> Iterator[DropStore]:
     with DropStore(MEMORY) as s:
@@ -94,6 +104,11 @@ CASES = [
                  id="old-pod-gone-from-the-state-same-signature"),
     pytest.param([(None, drop_to(f"web-{OLD}-aaaaa", "10.0.0.10", 0), True),
                   (AFTER, drop_to(f"web2-{OLD}-ddddd", "10.0.0.13", 1), True)], 2, id="another-deployment-is-new"),
+    pytest.param([(None, aggregate_to(OLD, 0), True), (AFTER, aggregate_to(NEW, 1), False),
+                  (None, drop_to(f"web-{NEW}-ccccc", "10.0.0.12", 2), False)], 1,
+                 id="calico-aggregates-across-a-rollout-and-a-single-pod-same-signature"),
+    pytest.param([(None, aggregate_to(OLD, 0, labels=False), True), (AFTER, aggregate_to(NEW, 1, labels=False), False)],
+                 1, id="calico-aggregates-without-hash-label-resolved-from-the-state"),
     pytest.param([(None, drop_to(f"web-{OLD}-aaaaa", "10.0.0.10", 0), True),
                   (None, drop_to(f"web-{OLD}-aaaaa", "10.0.0.10", 1, port=9090), True)], 2, id="another-port-is-new"),
 ]
@@ -122,7 +137,7 @@ def test_rollouts_and_replicas_keep_the_signature(store: DropStore, steps: list[
     # Per-pod drop metrics keep the pod: one series per pod hit.
     pods = {s.labels["pod"] for m in registry.collect() if m.name == "drop_explainer_drops"
             for s in m.samples if s.name.endswith("_total")}
-    assert pods == {step[1].destination.pod for step in steps}
+    assert pods == {step[1].destination.pod or f"{step[1].destination.pod_prefix}*" for step in steps}
 
 
 def test_the_stored_drop_names_its_workload_and_the_pod_seen_first(store: DropStore) -> None:
