@@ -29,6 +29,7 @@ from drop_explainer.cluster.enforcing import EnforcerTracker, TrackerSettings, c
 from drop_explainer.cluster.live import LiveState, PolicyChange
 from drop_explainer.cluster.loading import load_state
 from drop_explainer.cluster.state import ClusterState
+from drop_explainer.cluster.unevaluated import NotEvaluated
 from drop_explainer.explain.cache import ExplanationCache
 from drop_explainer.explain.model import Explanation
 from drop_explainer.flows.model import Flow
@@ -325,18 +326,28 @@ async def _reviewer(settings: Settings, client: kubeapi.Client | None, registry:
     return auth.Reviewer(client, settings.auth, registry), client
 
 
+def _not_evaluated_of(state: StateSource) -> Callable[[], tuple[NotEvaluated, ...]]:
+    """The policy objects not evaluated in the state's current snapshot, read when metrics are scraped."""
+    return lambda: state.snapshot().not_evaluated
+
+
+def _open_store(settings: Settings, stack: contextlib.AsyncExitStack, metrics: MetricsSink) -> DropStore:
+    store = stack.enter_context(DropStore(
+        settings.store.path, max_per_pod=settings.store.max_per_pod, max_total=settings.store.max_total,
+        retention_seconds=settings.store.retention_seconds))
+    # The store flushes on close; the exit stack closes it after the tasks have stopped.
+    stack.callback(store.flush)
+    metrics.register_store(store)
+    return store
+
+
 async def serve(settings: Settings, *, state: StateSource | None = None,
                 on_started: Callable[[Daemon], None] | None = None) -> None:
     """Build every part and run until cancelled (SIGTERM) or until a part fails."""
     async with contextlib.AsyncExitStack() as stack:
         registry = CollectorRegistry()
         metrics = MetricsSink(registry)
-        store = stack.enter_context(DropStore(
-            settings.store.path, max_per_pod=settings.store.max_per_pod, max_total=settings.store.max_total,
-            retention_seconds=settings.store.retention_seconds))
-        # The store flushes on close; the exit stack closes it after the tasks have stopped.
-        stack.callback(store.flush)
-        metrics.register_store(store)
+        store = _open_store(settings, stack, metrics)
         live: LiveState | None = None
         client: kubeapi.Client | None = None
         if state is None and settings.state_path is not None:
@@ -370,6 +381,7 @@ async def serve(settings: Settings, *, state: StateSource | None = None,
         source = make_source(settings, checkpoint=store)
         if not isinstance(source, ReplaySource):
             metrics.register_source(source_name(source), source.stats)
+        metrics.register_not_evaluated(_not_evaluated_of(state))
         daemon = Daemon(settings, registry, metrics, store, state, pipeline, peers, source, live, events,
                         reviewer=reviewer, client=client)
         if live is not None and client is not None:

@@ -23,7 +23,7 @@ from drop_explainer import app, demo, logs, settings
 from drop_explainer.cluster.errors import StateError
 from drop_explainer.cluster.loading import load_state
 from drop_explainer.cluster.state import ClusterState
-from drop_explainer.explain import combining, enforcement, grouping, rendering, services
+from drop_explainer.explain import combining, enforcement, grouping, rendering, services, unevaluated
 from drop_explainer.explain.model import Fix
 from drop_explainer.flows.model import Flow
 from drop_explainer.policy import profiles, queries
@@ -119,6 +119,14 @@ def cmd_state(args: argparse.Namespace, out: TextIO) -> int:
     out.write(f"{len(state.namespaces)} namespaces, {len(state.pods)} pods, {len(state.nodes)} nodes, "
               f"{len(state.services)} services, {len(state.policies)} NetworkPolicies\n")
     out.write(_engine(args, state).profile.sentence() + "\n")
+    if state.not_evaluated:
+        kinds = ", ".join(f"{kind} {n}" for kind, n in unevaluated.counts(state.not_evaluated))
+        out.write(f"{len(state.not_evaluated)} policies of kinds not evaluated: {kinds} (answers on the pods they "
+                  "select are marked incomplete)\n")
+        for entry in state.not_evaluated[:20]:
+            out.write(f"  not evaluated: {entry.describe()}\n")
+        if len(state.not_evaluated) > 20:
+            out.write(f"  ... and {len(state.not_evaluated) - 20} more\n")
     found = state.enforcer
     if found is None:
         out.write("policy enforcer: not detected (the state has no DaemonSets or CRDs to tell from)\n")
@@ -167,12 +175,14 @@ def cmd_whatif(args: argparse.Namespace, out: TextIO) -> int:
 def whatif(engine: Engine, query: queries.Query, *, explain: bool = False) -> dict[str, Any]:
     conn = queries.connection(engine.state, query)
     if not explain and conn.destination.service is None:
-        return enforcement.label_answer(queries.verdict_json(query, conn, engine.evaluate(conn), engine.profile),
-                                        engine.state.enforcer)
+        verdict = queries.verdict_json(query, conn, engine.evaluate(conn), engine.profile)
+        verdict |= unevaluated.verdict_fields(engine.state.not_evaluated, conn)  # never a silent "allowed"
+        return enforcement.label_answer(verdict, engine.state.enforcer)
     # A Service is judged at each backend, which needs the full path even without --explain.
     answer = services.answer_json(query, conn, services.explain(engine, conn, blast_radius=explain))
     if not explain:
-        del answer["explanation"]
+        expl = answer.pop("explanation")
+        answer |= {"complete": expl.get("complete", True), "not_evaluated": expl.get("not_evaluated", [])}
     return enforcement.label_answer(answer, engine.state.enforcer)
 
 

@@ -21,7 +21,6 @@ from drop_explainer.flows.model import Flow, Verdict
 from drop_explainer.policy.engine import Engine
 from drop_explainer.policy.profiles import Profile
 from drop_explainer.sinks.base import DropSignature, ExplainedDrop, Sink, signature_of
-from drop_explainer.sinks.store import affected_pod
 
 log = logging.getLogger(__name__)
 EXPLAINED = (Verdict.DROPPED, Verdict.AUDIT)
@@ -215,7 +214,8 @@ class Pipeline:
         if self.admission is None:
             return True
         assert self.store is not None
-        return self.store.knows(drop.signature.id) or self.admission.admit(affected_pod(drop.signature))
+        # By workload: a flood spread over a Deployment's replicas is one flood (an address for a non-pod end).
+        return self.store.knows(drop.signature.id) or self.admission.admit(drop.signature.affected_workload)
 
     def _record(self, drop: ExplainedDrop) -> bool:
         assert self.store is not None

@@ -13,6 +13,8 @@ import jsonschema
 import pytest
 from deploy_support import OVERLAYS, REPO, objects, one
 
+from drop_explainer.cluster import unevaluated
+
 K8S_VERSION = "1.36.0"
 """The Kubernetes version of the API-server harness (scripts/build-k8s-binaries.sh)."""
 CRD_SCHEMAS = {
@@ -89,6 +91,8 @@ def test_rbac_is_read_only_on_five_kinds_and_writes_only_events(rendered: dict[s
     # --auth kubernetes: TokenReview and SubjectAccessReview, questions that store nothing.
     reviews = {("authentication.k8s.io", "tokenreviews", "create"),
                ("authorization.k8s.io", "subjectaccessreviews", "create")}
+    # Policy kinds not evaluated, each list the daemon makes (cluster/unevaluated.py), list only.
+    detection |= {(group, resource, "list") for group, _, resource, _ in unevaluated.LISTS}
     assert granted == read | events | detection | reviews
     reader = one(rendered["base"], "ClusterRole", "drop-explainer-reader")
     assert reader["rules"] == [{"apiGroups": ["drop-explainer.io"], "resources": ["drops"], "verbs": ["get"]}]

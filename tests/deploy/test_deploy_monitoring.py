@@ -269,7 +269,9 @@ def test_new_drop_alert_reaches_the_webhook_with_pod_and_policy(stack: Stack) ->
         assert alert["annotations"]["command"] == (
             "kubectl -n drop-explainer port-forward svc/explainer 8080:80\n"
             'curl localhost:8080/namespaces/backend/pods/pod-b/drops -H "Authorization: Bearer $TOKEN"')
-        assert "backend/pod-b" in alert["annotations"]["summary"]
+        # The demo's pod-b is owned by ReplicaSet backend-7d4b9c (no pod-template-hash label: not a Deployment's).
+        assert labels["workload"] == "backend-7d4b9c"
+        assert "backend/backend-7d4b9c (first seen on pod pod-b)" in alert["annotations"]["summary"]
         assert alert["annotations"]["runbook"]
     # the command in the page works against the daemon (the port-forward stands for the Service;
     # the demo runs with --auth none, so the token is not checked here: test_auth_on_apiserver.py checks it)

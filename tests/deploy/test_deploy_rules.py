@@ -83,9 +83,9 @@ def test_every_alert_says_what_to_do() -> None:
 
 
 def test_new_drop_alert_carries_who_what_and_the_command() -> None:
-    """The page names namespace, pod, direction, policy and trap, and the curl that shows the explanation."""
+    """The page names namespace, workload, pod, direction, policy and trap, and the curl that shows the explanation."""
     rule = next(r for r in _rules() if r["alert"] == "DropExplainerNewDropSignature")
-    assert "sum by (namespace, pod, direction, policy, trap)" in rule["expr"]
+    assert "sum by (namespace, workload, pod, direction, policy, trap)" in rule["expr"]
     assert "unless" in rule["expr"], "increase() alone misses a series' first increment"
     command = rule["annotations"]["command"]
     assert "kubectl -n drop-explainer port-forward svc/explainer 8080:80" in command

@@ -188,8 +188,12 @@ def create_pod(
     ready: bool = True,
     host_network: bool = False,
     service_account: str = "default",
+    owner_references: Sequence[Mapping[str, Any]] = (),
 ) -> client.V1Pod:
     """Create a pod already bound to `node_name`, then set its status like a kubelet.
+
+    `owner_references` are written as given (the API server does not check that the owner exists; no
+    controller runs here), e.g. the ReplicaSet a Deployment's pod belongs to.
 
     `pod_ip=None` leaves the pod without an IP (e.g. Pending, not yet sandboxed).
     """
@@ -201,7 +205,8 @@ def create_pod(
     body: dict[str, Any] = {
         "apiVersion": "v1",
         "kind": "Pod",
-        "metadata": {"name": name, "namespace": namespace, "labels": dict(labels or {})},
+        "metadata": {"name": name, "namespace": namespace, "labels": dict(labels or {}),
+                     **({"ownerReferences": [dict(r) for r in owner_references]} if owner_references else {})},
         "spec": {
             "nodeName": node_name,
             "serviceAccountName": service_account,

@@ -86,6 +86,9 @@ _DROP = {
             "source_workload": _STR, "destination": _STR, "port": {"type": "integer"}, "protocol": _STR,
             "direction": _STR, "policies": {"type": "array", "items": _STR},
             "traps": {"type": "array", "items": _STR}}},
+        "workload": {"type": "string", "description": "namespace/workload the drop happened to (Deployment, "
+                     "StatefulSet, DaemonSet, CronJob or the bare pod); empty for drops stored by an older version."},
+        "first_pod": {"type": "string", "description": "The pod the drop was first seen on (its Event is there)."},
         "flows": {"type": "integer", "minimum": 0}, "connections": {"type": "integer", "minimum": 0},
         "first_seen": {"type": "string", "format": "date-time"}, "last_seen": {"type": "string", "format": "date-time"},
         "nodes": {"type": "array", "items": _STR},

@@ -165,6 +165,8 @@ class DropFilter:
     limit: int = DEFAULT_LIMIT
     namespace: str | None = None
     pod: str | None = None
+    workload: str | None = None
+    """namespace/workload: the drops of every pod of a live pod's workload (set by the route, not a parameter)."""
 
 
 COMMON = {"format", "scope"}

@@ -45,6 +45,12 @@ class DropRecordLike(Protocol):
     def explanation_json(self) -> Mapping[str, Any]: ...
     @property
     def explanation_text(self) -> str: ...
+    @property
+    def namespace(self) -> str: ...
+    @property
+    def pod(self) -> str: ...
+    @property
+    def workload(self) -> str: ...
 
 
 def iso(ns: int) -> str:
@@ -58,6 +64,8 @@ def drop_json(r: DropRecordLike, *, samples: Iterable[Mapping[str, Any]] = (), w
         "signature": {"source_workload": r.source_workload, "destination": r.destination, "port": r.port,
                       "protocol": r.protocol, "direction": r.direction, "policies": list(r.policies),
                       "traps": list(r.traps)},
+        "workload": r.workload,
+        "first_pod": f"{r.namespace}/{r.pod}" if r.namespace else r.pod,
         "flows": r.flows,
         "connections": r.connections,
         "first_seen": iso(r.first_seen_ns),

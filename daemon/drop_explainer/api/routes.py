@@ -9,6 +9,7 @@ questions fan out to every instance.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import logging
 import re
@@ -25,6 +26,7 @@ from drop_explainer.api import guard, params, render, visibility
 from drop_explainer.api.openapi import document
 from drop_explainer.api.params import BadRequest, DropFilter
 from drop_explainer.api.peers import PeerError, Peers
+from drop_explainer.cluster import workloads
 from drop_explainer.explain import combining, enforcement, rendering, services
 from drop_explainer.policy import queries
 from drop_explainer.policy.engine import Engine
@@ -38,7 +40,7 @@ class DropQuery(Protocol):
 
     def query(self, *, since_ns: int | None = None, until_ns: int | None = None, namespace: str | None = None,
               pod: str | None = None, direction: str | None = None, policy: str | None = None,
-              trap: str | None = None, limit: int = 100,
+              trap: str | None = None, workload: str | None = None, limit: int = 100,
               namespaces: Collection[str] | None = None) -> Sequence[Any]: ...
 
     def get(self, drop_id: str) -> Any: ...
@@ -82,8 +84,8 @@ def _local(request: web.Request) -> bool:
 
 def _query_store(ctx: Context, f: DropFilter, namespaces: frozenset[str] | None = None) -> list[dict[str, Any]]:
     records = ctx.store.query(since_ns=f.since_ns, until_ns=f.until_ns, namespace=f.namespace, pod=f.pod,
-                              direction=f.direction, policy=f.policy, trap=f.trap, limit=f.limit,
-                              namespaces=namespaces)
+                              direction=f.direction, policy=f.policy, trap=f.trap, workload=f.workload,
+                              limit=f.limit, namespaces=namespaces)
     windowed = f.since_ns is not None or f.until_ns is not None
     return [render.drop_json(r, window=(r.window_flows, r.window_connections) if windowed else None,
                              node=ctx.peers.node_name) for r in records]
@@ -224,6 +226,12 @@ async def _pod(request: web.Request, ns: str, pod: str, extra: frozenset[str] = 
     f = params.drop_filter(request.query, extra=extra, namespace=ns, pod=pod)
     live = ctx.engine().state.pods.get(f"{ns}/{pod}")
     node = live.node_name if live is not None else None
+    if live is not None:
+        owner = workloads.of_pod(live)
+        if owner.kind != "Pod":
+            # Signatures are kept per workload, on the pod first seen: a replica made after them has them
+            # too, and they may be stored by the daemon of any node the workload ran on: ask everyone.
+            f, node = dataclasses.replace(f, pod=None, workload=owner.key), None
     # A pod that is gone (or not scheduled) has its history wherever it ran: ask everyone.
     return await _drops(request, f"Drops of pod {ns}/{pod}", f, node=node or None, merge=True)
 

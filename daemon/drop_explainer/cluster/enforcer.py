@@ -23,6 +23,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
 
+from drop_explainer.cluster.unevaluated import KINDS_NOT_EVALUATED, NotEvaluated, not_evaluated
+
 Json = Mapping[str, Any]
 
 NONE: Final = "none"
@@ -36,41 +38,9 @@ PROFILE_OF: Final[Mapping[str, str]] = {
     "aws-vpc-cni": "aws-vpc-cni", NONE: "spec", UNKNOWN: "spec",
 }
 
-# Antrea-native kinds the engine loads but does not evaluate (group crd.antrea.io); one
-# (group, kind) per row so that a generic "kinds not evaluated" table can take them as is.
-ANTREA_KINDS_NOT_EVALUATED: Final = (
-    ("crd.antrea.io", "Tier"), ("crd.antrea.io", "ClusterNetworkPolicy"), ("crd.antrea.io", "NetworkPolicy"),
-)
-
 _CILIUM_NEVER: Final = "never"
+__all__ = ["KINDS_NOT_EVALUATED", "NotEvaluated", "not_evaluated"]  # re-exported (unevaluated.py)
 
-
-@dataclass(frozen=True, slots=True)
-class NotEvaluated:
-    """A policy object of a kind the engine loads but does not evaluate (named in answers)."""
-
-    group: str
-    kind: str
-    namespace: str | None
-    name: str
-    detail: str = ""
-    """E.g. ``tier securityops, priority 5``."""
-
-    def describe(self) -> str:
-        ref = f"{self.namespace}/{self.name}" if self.namespace else self.name
-        prefix = "Antrea " if self.group == "crd.antrea.io" else ""
-        return f"{prefix}{self.kind} {ref}" + (f" ({self.detail})" if self.detail else "")
-
-
-def not_evaluated(obj: Json) -> NotEvaluated | None:
-    """The object as a NotEvaluated entry if its (group, kind) is one we load without evaluating."""
-    group = str(obj.get("apiVersion") or "").partition("/")[0]
-    kind = str(obj.get("kind") or "")
-    if (group, kind) not in ANTREA_KINDS_NOT_EVALUATED:
-        return None
-    md, spec = meta(obj), obj.get("spec") or {}
-    detail = ", ".join(f"{k} {spec[k]}" for k in ("tier", "priority") if isinstance(spec, Mapping) and k in spec)
-    return NotEvaluated(group, kind, str(md.get("namespace") or "") or None, _name(obj), detail)
 
 INVENTORY_KINDS: Final = frozenset({"DaemonSet", "Deployment", "CustomResourceDefinition", "Node", "ConfigMap"})
 """Kinds detection reads."""

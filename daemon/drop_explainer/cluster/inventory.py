@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any, Final
 
 from drop_explainer.cluster.enforcer import Inventory, Json, NotEvaluated, crd_groups, meta, not_evaluated
+from drop_explainer.cluster.unevaluated import LISTS as POLICY_LISTS
 
 LISTS: Final = (
     ("daemonsets", "/apis/apps/v1/daemonsets"),
@@ -51,26 +52,41 @@ async def fetch_inventory(client: Any, *, page_size: int = 500) -> Inventory:
                      nodes=lists["nodes"], configmaps=configmaps)
 
 
-ANTREA_LISTS: Final = ("/apis/crd.antrea.io/v1beta1/tiers", "/apis/crd.antrea.io/v1beta1/clusternetworkpolicies",
-                       "/apis/crd.antrea.io/v1beta1/networkpolicies")
-
-
 async def fetch_not_evaluated(client: Any, inventory: Inventory) -> tuple[NotEvaluated, ...]:
-    """The Antrea-native policy objects, when Antrea's CRDs are installed; unreadable lists are skipped."""
+    """The policy objects of kinds we do not evaluate, for each group whose CRDs are installed.
+
+    Lists we may not read (403) or that are not served (404) are skipped; so
+    is a kind's legacy form when its preferred one answered (Calico: read
+    ``projectcalico.org/v3``, served by the Calico API server or native v3
+    CRDs, and ``crd.projectcalico.org/v1`` only when v3 is not served, so
+    that no policy is counted twice).
+    """
+    groups = crd_groups(inventory)
+    calico = bool({"projectcalico.org", "crd.projectcalico.org"} & groups)
+    out: list[NotEvaluated] = []
+    served: set[str] = set()
+    for group, version, resource, kind in POLICY_LISTS:
+        if group == "crd.projectcalico.org" and f"projectcalico.org/{resource}" in served:
+            continue
+        if group not in groups and not (group == "projectcalico.org" and calico):
+            continue
+        found = await _list_kind(client, f"/apis/{group}/{version}/{resource}", f"{group}/{version}", kind)
+        if found is not None:
+            served.add(f"{group}/{resource}")
+            out.extend(found)
+    return tuple(out)
+
+
+async def _list_kind(client: Any, path: str, api: str, kind: str) -> list[NotEvaluated] | None:
     from drop_explainer.cluster import kubeapi
 
-    if "crd.antrea.io" not in crd_groups(inventory):
-        return ()
     out: list[NotEvaluated] = []
-    for path in ANTREA_LISTS:
-        try:
-            async for page in client.list_pages(path, limit=500):
-                kind = {"tiers": "Tier", "clusternetworkpolicies": "ClusterNetworkPolicy"}.get(
-                    path.rpartition("/")[2], "NetworkPolicy")
-                for item in page.items:
-                    entry = not_evaluated({"apiVersion": "crd.antrea.io/v1beta1", "kind": kind, **item})
-                    if entry is not None:
-                        out.append(entry)
-        except kubeapi.KubeApiError:
-            continue
-    return tuple(out)
+    try:
+        async for page in client.list_pages(path, limit=500):
+            for item in page.items:
+                entry = not_evaluated({**item, "apiVersion": api, "kind": kind})
+                if entry is not None:
+                    out.append(entry)
+    except kubeapi.KubeApiError:
+        return None
+    return out

@@ -69,13 +69,14 @@ def parse_documents(name: str, text: str, *, inventory: list[Mapping[str, Any]] 
         if inventory is not None and kind in enforcer.INVENTORY_KINDS:
             inventory.append(data)
         if enforcer.not_evaluated(data) is not None:
-            # crd.antrea.io NetworkPolicy shares its kind name with networking.k8s.io's: never parse it as one.
+            # Kept and named, never parsed as networking.k8s.io's NetworkPolicy (crd.antrea.io and
+            # projectcalico.org have kinds of that name, with other fields).
             if inventory is not None:
                 inventory.append(data)
             continue
-        parse = parsing.PARSERS.get(kind) if isinstance(kind, str) else None
+        parse = parsing.parser_for(data)
         if parse is None:
-            continue  # other kinds (Deployments, Events...) are not ours to read
+            continue  # other kinds (Deployments, Events...) and other groups' kinds are not ours to read
         obj_name = parsing.object_name(data)
         try:
             out.append(parse(data, obj_name))
@@ -191,14 +192,17 @@ def _flatten(name: str, docs: list[Any]) -> Iterator[Mapping[str, Any]]:
             items = doc.get("items") or []
             if not isinstance(items, list):
                 raise StateFileError(name, "items of a List must be a list", obj=kind, field="items")
-            # Typed lists (PodList) from the API omit kind on their items.
+            # Typed lists (PodList) from the API omit kind and apiVersion on their items.
             item_kind = kind[: -len("List")] if kind != "List" else None
-            yield from _flatten(name, [_with_kind(i, item_kind) for i in items])
+            # A non-core list's group is its items' (a crd.projectcalico.org/v1 NetworkPolicyList holds
+            # Calico's NetworkPolicies); "v1" is also what hand-made lists say of anything, so it is not passed on.
+            api = doc.get("apiVersion") if item_kind and "/" in str(doc.get("apiVersion") or "") else None
+            yield from _flatten(name, [_with_kind(i, item_kind, api) for i in items])
             continue
         yield doc
 
 
-def _with_kind(item: Any, kind: str | None) -> Any:
+def _with_kind(item: Any, kind: str | None, api: Any = None) -> Any:
     if kind and isinstance(item, Mapping) and "kind" not in item:
-        return {**item, "kind": kind}
+        return {**item, "kind": kind, **({"apiVersion": api} if api and "apiVersion" not in item else {})}
     return item

@@ -79,6 +79,8 @@ class Container:
 class OwnerReference:
     kind: str
     name: str
+    controller: bool = False
+    """The managing controller (at most one per object); the workload follows it."""
 
 
 @dataclass(frozen=True, slots=True)

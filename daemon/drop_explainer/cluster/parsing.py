@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Callable, Mapping
-from typing import Any, TypeVar
+from typing import Any, Final, TypeVar
 
 from drop_explainer.cluster import objects as o
 from drop_explainer.cluster import slices
@@ -229,7 +229,7 @@ def parse_pod(data: Mapping[str, Any], obj: str) -> o.Pod:
         ips = [_check_ip(status, "podIP", single)]
     host_ip = status.text("hostIP")
     owners = tuple(
-        o.OwnerReference(r.text("kind", required=True) or "", r.text("name", required=True) or "")
+        o.OwnerReference(r.text("kind", required=True) or "", r.text("name", required=True) or "", r.flag("controller"))
         for r in meta.items("ownerReferences")
     )
     containers = tuple(_container(c) for c in spec.items("containers"))
@@ -373,6 +373,27 @@ def parse_network_policy(data: Mapping[str, Any], obj: str) -> o.NetworkPolicy:
 
 
 _LAST_APPLIED = "kubectl.kubernetes.io/last-applied-configuration"
+
+
+GROUP_OF: Final[Mapping[str, str]] = {"Namespace": "", "Pod": "", "Node": "", "Service": "",
+                                      "NetworkPolicy": "networking.k8s.io", "EndpointSlice": "discovery.k8s.io"}
+"""The API group each kind we parse belongs to; the same kind name in another group is another kind."""
+
+
+def parser_for(data: Mapping[str, Any]) -> Callable[[Mapping[str, Any], str], object] | None:
+    """The parser of an object by apiVersion and kind; None for any other (group, kind).
+
+    An object without apiVersion (hand-written states, items of a typed list) is read by its kind.
+    """
+    kind = data.get("kind")
+    if not isinstance(kind, str) or kind not in GROUP_OF:
+        return None
+    api = data.get("apiVersion")
+    if api is not None:
+        group = str(api).partition("/")[0] if "/" in str(api) else ""
+        if group != GROUP_OF[kind]:
+            return None
+    return PARSERS[kind]
 
 
 PARSERS: dict[str, Callable[[Mapping[str, Any], str], object]] = {

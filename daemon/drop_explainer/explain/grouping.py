@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
+from drop_explainer.cluster import workloads
 from drop_explainer.cluster.state import ClusterState
 from drop_explainer.explain.cache import ExplanationCache
 from drop_explainer.explain.explaining import UnexplainableFlow
@@ -22,17 +23,21 @@ _EXPLAINED = (Verdict.DROPPED, Verdict.AUDIT)
 
 
 def workload_of(ep: Endpoint, state: ClusterState) -> str:
-    """namespace/workload for a pod (its owner, or the CNI's workload name), else the address."""
+    """namespace/workload for a pod (cluster/workloads.py: the Deployment, not the ReplicaSet), else the address."""
     if ep.namespace and ep.pod:
         pod = state.pods.get(f"{ep.namespace}/{ep.pod}")
-        owner = ep.workload or (pod.owners[0].name if pod is not None and pod.owners else None)
-        return f"{ep.namespace}/{owner or ep.pod}"
+        if pod is not None:
+            return workloads.of_pod(pod).key
+        return workloads.of_gone_pod(ep.namespace, ep.pod, ep.labels, ep.workload).key
     if ep.namespace and ep.pod_prefix:
-        return f"{ep.namespace}/{ep.pod_prefix}*"
+        pods = state.pods_by_namespace.get(ep.namespace, ())
+        owner = workloads.of_prefix(ep.namespace, ep.pod_prefix, ep.labels, pods)
+        return owner.key if owner is not None else f"{ep.namespace}/{ep.pod_prefix}*"
     return ep.ip or str(ep.kind)
 
 
 def destination_of(ep: Endpoint) -> str:
+    """namespace/pod, the pod itself (per-pod metrics and the store's affected pod keep it)."""
     if ep.namespace and ep.pod:
         return f"{ep.namespace}/{ep.pod}"
     if ep.namespace and ep.pod_prefix:

@@ -126,6 +126,14 @@ class Explanation:
     service: ServiceView | None = None
     """Set when the destination was a Service: the verdict of each backend (explain/services.py)."""
 
+    not_evaluated: tuple[str, ...] = ()
+    """Policies of kinds the engine does not evaluate that select (or may select) an end (explain/unevaluated.py)."""
+
+    @property
+    def complete(self) -> bool:
+        """False when a policy the engine does not evaluate may change the verdict."""
+        return not self.not_evaluated
+
 
 @dataclass(frozen=True, slots=True)
 class BackendView:

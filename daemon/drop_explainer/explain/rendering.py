@@ -58,6 +58,8 @@ def explanation_json(e: Explanation) -> dict[str, Any]:
         "headline": e.headline,
         "allowed": e.verdict.allowed if e.service is None else
         bool(e.service.backends) and e.service.allowed_count == len(e.service.backends),
+        "complete": e.complete,
+        "not_evaluated": list(e.not_evaluated),
         "connection": {"source": subject_json(c.source), "destination": subject_json(c.destination),
                        "port": c.port, "protocol": c.protocol},
         "ingress": direction_json(e.verdict.ingress),
@@ -121,11 +123,11 @@ def explanation_text(e: Explanation) -> str:
         lines.append(f"Note: {n}")
     if e.notes:
         lines.append("")
-    lines += fixes_text(e.fixes)
+    lines += fixes_text(e.fixes, complete=e.complete)
     return "\n".join(lines).rstrip("\n") + "\n"
 
 
-def fixes_text(fixes: tuple[Fix, ...], *, what: str = "the connection") -> list[str]:
+def fixes_text(fixes: tuple[Fix, ...], *, what: str = "the connection", complete: bool = True) -> list[str]:
     """The fixes of one answer as one change per object, checked together, and what they open together."""
     if not fixes:
         return []
@@ -133,6 +135,9 @@ def fixes_text(fixes: tuple[Fix, ...], *, what: str = "the connection") -> list[
     these = "this change" if len(fixes) == 1 else "these changes"
     check = (f"checked: the engine allows {what} with {these}" if verified
              else f"NOT verified: the engine still denies {what} with {these}")
+    if verified and not complete:
+        check = (f"checked against Kubernetes NetworkPolicy only: the engine allows {what} with {these}, "
+                 "but the policies not evaluated, named above, may still drop it")
     head = "apply this one change" if len(fixes) == 1 else f"apply these {len(fixes)} changes, one per object"
     out = [f"Fix ({check}): {head}."]
     radius = next((f.blast_radius for f in fixes if f.blast_radius is not None), None)

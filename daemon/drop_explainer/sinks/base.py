@@ -22,15 +22,18 @@ class DropSignature:
     """What makes two drops "the same drop" for history, alerts and Events."""
 
     source_workload: str
+    """namespace/workload of the source (cluster/workloads.py), or an address."""
     destination: str
-    """namespace/pod, or an address for a destination that is not a pod."""
+    """namespace/workload of a pod destination, or an address for one that is not a pod.
+
+    Workloads, not pods: a rollout or a new replica of a Deployment keeps its signatures."""
     port: int
     protocol: str
     direction: str
     policies: tuple[str, ...]
     """namespace/name of the policies that deny, sorted."""
     traps: tuple[str, ...]
-    affected: str = ""
+    affected: str = field(default="", compare=False)
     """namespace/pod the drop happened to (the destination for ingress, the source pod for egress),
     kept beside the signature, not part of it: replicas of one workload share a signature."""
     id: str = field(init=False, compare=False)
@@ -47,9 +50,9 @@ class DropSignature:
         return ns if sep else None
 
     @property
-    def destination_pod(self) -> str | None:
-        _, sep, pod = self.destination.partition("/")
-        return pod if sep else None
+    def affected_workload(self) -> str:
+        """namespace/workload the drop happened to (the destination for ingress, the source for egress)."""
+        return self.source_workload if self.direction == "egress" else self.destination
 
 
 def denying_direction(expl: Explanation, flow: Flow) -> str:
@@ -68,7 +71,7 @@ def signature_of(flow: Flow, expl: Explanation, state: ClusterState) -> DropSign
     policies = tuple(sorted(p.key for p in side.policies)) if not side.allowed or side.node_exempt else ()
     return DropSignature(
         source_workload=workload_of(flow.source, state),
-        destination=destination_of(flow.destination),
+        destination=workload_of(flow.destination, state),
         port=flow.destination_port or 0,
         protocol=flow.protocol.value,
         direction=direction,

@@ -19,8 +19,11 @@ Label cardinality, because pod is a label:
   ``pod_deleted()`` (a last scrape sees the final value), freeing the budget.
   A pod recreated under the same name (StatefulSet) restarts from zero,
   which rate() reads as a counter reset.
-- new_drop_signatures_total drops the reason label, so it never has more
-  series than drops_total.
+- new_drop_signatures_total drops the reason label and adds workload (the
+  Deployment, StatefulSet... the signature is keyed by, cluster/workloads.py),
+  next to the pod it was first seen on. A signature is counted once per
+  workload, not per pod, so it never has more series than drops_total and a
+  rollout adds none.
 - Self metrics: source (hubble, calico, file), malformed reason (a closed
   set chosen by the normalisers), kind (the watched kinds), sink (a handful).
 
@@ -31,13 +34,14 @@ daemons in one process do not share counters.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Final, Protocol, TypeAlias
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from drop_explainer.cluster.unevaluated import NotEvaluated
 from drop_explainer.flows.model import Endpoint
 from drop_explainer.sinks.base import ExplainedDrop
 
@@ -48,7 +52,8 @@ PodKey: TypeAlias = tuple[str, str]
 
 OTHER: Final = "_other"
 DROP_LABELS: Final = ("namespace", "pod", "direction", "reason", "policy", "trap")
-NEW_LABELS: Final = ("namespace", "pod", "direction", "policy", "trap")
+NEW_LABELS: Final = ("namespace", "workload", "pod", "direction", "policy", "trap")
+"""workload is what a signature is keyed by; pod is the pod it was first seen on (where its Event is)."""
 EXPLAIN_BUCKETS: Final = (50e-6, 100e-6, 250e-6, 500e-6, 1e-3, 2.5e-3, 5e-3, 10e-3, 25e-3, 50e-3, 100e-3,
                           250e-3, 500e-3, 1.0)
 """50 µs (a cache hit) to 1 s (a blast radius over a large cluster)."""
@@ -159,7 +164,8 @@ class MetricsSink:
         children[0].inc()
         children[1].inc(flow.connections)
         if drop.new:
-            new_labels = (*labels[:3], *labels[4:])
+            workload = labels[1] if labels[0] in ("", OTHER) else (sig.affected_workload.partition("/")[2] or labels[1])
+            new_labels = (labels[0], workload, *labels[1:3], *labels[4:])
             self._new_signatures.labels(*new_labels).inc()
             self._new_of_pod.setdefault((labels[0], labels[1]), set()).add(new_labels)
 
@@ -255,6 +261,10 @@ class MetricsSink:
         """Report the new signatures held back by the admission limits."""
         self._scraped.admission = admission
 
+    def register_not_evaluated(self, objects: Callable[[], Sequence[NotEvaluated]]) -> None:
+        """Report the policy objects of kinds not evaluated in the current state (read at each scrape)."""
+        self._scraped.not_evaluated = objects
+
 
 def affected_pod_labels(ep: Endpoint) -> PodKey:
     """namespace and pod labels of an endpoint: ("", kind) when it is not a pod."""
@@ -273,13 +283,15 @@ class _ScrapeCollector(Collector):
         self.cache: CacheStats | None = None
         self.sources: dict[str, SourceAccounting] = {}
         self.admission: AdmissionStats | None = None
+        self.not_evaluated: Callable[[], Sequence[NotEvaluated]] | None = None
 
     def describe(self) -> Iterable[Metric]:
-        return [*self._families(None, None), *_source_families({}), *_admission_families(None)]
+        return [*self._families(None, None), *_source_families({}), *_admission_families(None),
+                *_not_evaluated_families(None)]
 
     def collect(self) -> Iterable[Metric]:
         return [*self._families(self.store, self.cache), *_source_families(self.sources),
-                *_admission_families(self.admission)]
+                *_admission_families(self.admission), *_not_evaluated_families(self.not_evaluated)]
 
     @staticmethod
     def _families(store: StoreStats | None, cache: CacheStats | None) -> Iterator[Metric]:
@@ -337,3 +349,18 @@ def _admission_families(admission: AdmissionStats | None) -> Iterator[Metric]:
     if admission is not None:
         deferred.add_metric([], admission.deferred)
     yield deferred
+
+
+def _not_evaluated_families(objects: Callable[[], Sequence[NotEvaluated]] | None) -> Iterator[Metric]:
+    family = GaugeMetricFamily(
+        "drop_explainer_policies_not_evaluated",
+        "Policy objects of kinds the engine does not evaluate (CiliumNetworkPolicy, Calico, AdminNetworkPolicy, "
+        "Antrea-native), by API group and kind; answers on the pods they select are marked incomplete.",
+        labels=["group", "kind"])
+    if objects is not None:
+        by_kind: dict[tuple[str, str], int] = {}
+        for entry in objects():
+            by_kind[(entry.group, entry.kind)] = by_kind.get((entry.group, entry.kind), 0) + 1
+        for (group, kind), count in sorted(by_kind.items()):
+            family.add_metric([group, kind], count)
+    yield family

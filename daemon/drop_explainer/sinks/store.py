@@ -66,7 +66,8 @@ JsonObject: TypeAlias = dict[str, Any]
 PodKey: TypeAlias = tuple[str, str]
 
 MEMORY: Final = ":memory:"
-SCHEMA_VERSION: Final = 1
+SCHEMA_VERSION: Final = 2
+"""2 added ``signatures.workload`` (the affected workload); a version 1 file is migrated in place."""
 _NS: Final = 1_000_000_000
 _NS_PER_MINUTE: Final = 60 * _NS
 _MAX_NODES: Final = 256
@@ -85,7 +86,8 @@ CREATE TABLE IF NOT EXISTS signatures (
     protocol TEXT NOT NULL, direction TEXT NOT NULL, policies TEXT NOT NULL, traps TEXT NOT NULL,
     pod_ns TEXT NOT NULL, pod_name TEXT NOT NULL,
     flows INTEGER NOT NULL, packets INTEGER NOT NULL, connections INTEGER NOT NULL,
-    first_seen_ns INTEGER NOT NULL, last_seen_ns INTEGER NOT NULL, nodes TEXT NOT NULL
+    first_seen_ns INTEGER NOT NULL, last_seen_ns INTEGER NOT NULL, nodes TEXT NOT NULL,
+    workload TEXT NOT NULL DEFAULT ''
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS explanations (sig_id TEXT PRIMARY KEY, json TEXT NOT NULL, text TEXT NOT NULL);
 CREATE INDEX IF NOT EXISTS signatures_pod ON signatures (pod_ns, pod_name, last_seen_ns);
@@ -100,11 +102,13 @@ CREATE TABLE IF NOT EXISTS buckets (
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS buckets_minute ON buckets (minute);
 """
+_INDEX_WORKLOAD: Final = "CREATE INDEX IF NOT EXISTS signatures_workload ON signatures (workload, last_seen_ns)"
+_MIGRATE_1_TO_2: Final = "ALTER TABLE signatures ADD COLUMN workload TEXT NOT NULL DEFAULT ''"
 _COLUMNS: Final = ("s.id, s.source_workload, s.destination, s.port, s.protocol, s.direction, s.policies, s.traps, "
                    "s.pod_ns, s.pod_name, s.flows, s.packets, s.connections, s.first_seen_ns, s.last_seen_ns, "
-                   "s.nodes, e.json, e.text")
+                   "s.nodes, e.json, e.text, s.workload")
 _FROM: Final = "FROM signatures s JOIN explanations e ON e.sig_id = s.id"
-_INSERT: Final = f"INSERT INTO signatures VALUES ({', '.join('?' * 16)})"
+_INSERT: Final = f"INSERT INTO signatures VALUES ({', '.join('?' * 17)})"
 _INSERT_EXPLANATION: Final = "INSERT INTO explanations (sig_id, json, text) VALUES (?, ?, ?)"
 _UPDATE_EXPLANATION: Final = "UPDATE explanations SET json = ?, text = ? WHERE sig_id = ?"
 _UPDATE: Final = ("UPDATE signatures SET flows = ?, packets = ?, connections = ?, first_seen_ns = ?, "
@@ -153,6 +157,8 @@ class DropRecord:
     explanation_json: JsonObject
     """As rendered when the signature was first seen, policy resourceVersions included."""
     explanation_text: str
+    workload: str = ""
+    """namespace/workload the drop happened to ("" for signatures stored by a version 1 store)."""
     window_flows: int | None = None
     """Flows inside the queried time window, whole minutes at its edges; None without a window."""
     window_connections: int | None = None
@@ -322,7 +328,7 @@ class DropStore:
 
     def query(self, *, since_ns: int | None = None, until_ns: int | None = None, namespace: str | None = None,
               pod: str | None = None, direction: str | None = None, policy: str | None = None,
-              trap: str | None = None, limit: int = 100,
+              trap: str | None = None, workload: str | None = None, limit: int = 100,
               namespaces: Collection[str] | None = None) -> list[DropRecord]:
         """Signatures matching every given filter, most recently seen first.
 
@@ -343,7 +349,8 @@ class DropStore:
             ends = [f"substr(s.{c}, 1, instr(s.{c}, '/') - 1) IN ({marks})" for c in ("source_workload", "destination")]
             where.append(f"(s.pod_ns IN ({marks}) OR {' OR '.join(ends)})")
             args += wanted * 3
-        for column, value in (("pod_ns", namespace), ("pod_name", pod), ("direction", direction)):
+        for column, value in (("pod_ns", namespace), ("pod_name", pod), ("direction", direction),
+                              ("workload", workload)):
             if value is not None:
                 where.append(f"s.{column} = ?")
                 args.append(value)
@@ -397,7 +404,7 @@ class DropStore:
                          {flow.node} if flow.node else set(), min(1, self.max_samples))
         row = (sid, sig.source_workload, sig.destination, sig.port, sig.protocol, sig.direction,
                ",".join(sig.policies), ",".join(sig.traps), *pod, 1, flow.packets, flow.connections,
-               flow.time_ns, flow.time_ns, json.dumps(sorted(agg.nodes)))
+               flow.time_ns, flow.time_ns, json.dumps(sorted(agg.nodes)), sig.affected_workload)
         explanation = (sid, json.dumps(rendering.explanation_json(drop.explanation), separators=(",", ":")),
                        rendering.explanation_text(drop.explanation))
 
@@ -598,11 +605,11 @@ def _sample(flow: Flow) -> str:
 
 def _record(row: Sequence[Any], samples: list[JsonObject]) -> DropRecord:
     (sid, source, destination, port, protocol, direction, policies, traps, ns, pod, flows, packets, conns,
-     first, last, nodes, expl_json, expl_text, window_flows, window_conns) = row
+     first, last, nodes, expl_json, expl_text, workload, window_flows, window_conns) = row
     return DropRecord(sid, source, destination, port, protocol, direction,
                       tuple(policies.split(",")) if policies else (), tuple(traps.split(",")) if traps else (),
                       ns, pod, flows, packets, conns, first, last, tuple(json.loads(nodes)), samples,
-                      json.loads(expl_json), expl_text, window_flows, window_conns)
+                      json.loads(expl_json), expl_text, workload, window_flows, window_conns)
 
 
 def _connect(path: str) -> sqlite3.Connection:
@@ -638,10 +645,26 @@ def _prepare(db: sqlite3.Connection, path: str) -> None:
         found = db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
         if found is None:
             db.execute("INSERT INTO meta (key, value) VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+        elif found[0] == "1":
+            _migrate_from_1(db, path)
         elif found[0] != str(SCHEMA_VERSION):
-            raise errors.StoreUnreadable(path, f"schema version {found[0]}, this daemon reads {SCHEMA_VERSION}")
+            raise errors.StoreUnreadable(path, f"schema version {found[0]}, this daemon reads {SCHEMA_VERSION} "
+                                               "(and migrates 1); move the file away or use a matching daemon")
+        db.execute(_INDEX_WORKLOAD)
         db.execute("COMMIT")
     except BaseException:
         if db.in_transaction:
             db.execute("ROLLBACK")
         raise
+
+
+def _migrate_from_1(db: sqlite3.Connection, path: str) -> None:
+    """Version 1 keyed signatures by pod; its rows are kept, readable and queryable by pod, without a workload.
+
+    Their ids were computed from pod names, which cannot be mapped to workloads
+    afterwards (the ReplicaSets of then are gone): a drop that recurs after the
+    upgrade gets its workload signature and is reported new once more.
+    """
+    db.execute(_MIGRATE_1_TO_2)
+    db.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'", (str(SCHEMA_VERSION),))
+    log.info("drop_store_migrated", extra={"path": path, "from_version": 1, "to_version": SCHEMA_VERSION})

@@ -79,7 +79,7 @@ def test_new_signature_counter_counts_only_new_drops(
     sink.handle(make_drop(new=True))
     sink.handle(make_drop())
     sink.handle(make_drop())
-    assert drops(registry, "drop_explainer_new_drop_signatures_total", namespace="api", pod="pod-b",
+    assert drops(registry, "drop_explainer_new_drop_signatures_total", namespace="api", workload="pod-b", pod="pod-b",
                  direction="ingress", policy="api/default-deny", trap="") == 1
 
 

@@ -1,0 +1,65 @@
+"""The daemon on a cluster with a CiliumNetworkPolicy: its drops, what-ifs and metrics say what is not evaluated."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Any
+
+import yaml
+from prometheus_client.parser import text_string_to_metric_families
+
+from drop_explainer import demo
+from drop_explainer.cluster.loading import load_state
+from drop_explainer.pipeline import StaticState
+from tests.daemon_support import eventually, get_json, http_get, run_settings, running
+
+INCIDENT = demo.incident_dir()
+CNP = {"apiVersion": "cilium.io/v2", "kind": "CiliumNetworkPolicy",
+       "metadata": {"name": "l7-backend", "namespace": "backend"},
+       "spec": {"endpointSelector": {"matchLabels": {"app": "backend"}},
+                "ingress": [{"fromEndpoints": [{"matchLabels": {"app": "frontend"}}],
+                             "toPorts": [{"ports": [{"port": "8080", "protocol": "TCP"}]}]}]}}
+GNP = {"apiVersion": "projectcalico.org/v3", "kind": "GlobalNetworkPolicy", "metadata": {"name": "odd"},
+       "spec": {"selector": "app starts with 'x'", "types": ["Ingress"]}}
+
+
+def gauge(text: str, name: str, **labels: str) -> float | None:
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            if s.name == name and all(s.labels.get(k) == v for k, v in labels.items()):
+                return float(s.value)
+    return None
+
+
+async def test_drops_whatifs_and_metrics_name_the_policies_not_evaluated(tmp_path: Path) -> None:
+    """A recorded drop on pod-b (selected by the CNP) is incomplete; the metric counts both kinds."""
+    state_dir = tmp_path / "state"
+    state_dir.mkdir()
+    shutil.copy(INCIDENT / "cluster.yaml", state_dir / "cluster.yaml")
+    (state_dir / "cni.yaml").write_text(yaml.safe_dump_all([CNP, GNP]), encoding="utf-8")
+    settings = run_settings("--source", "replay", "--replay-file", str(INCIDENT / "hubble-flows.jsonl"),
+                            "--store-path", ":memory:")
+    async with running(settings, StaticState(load_state(state_dir))) as daemon:
+        port = daemon.port or 0
+
+        async def recorded() -> Any:
+            status, body = await get_json(port, "/namespaces/backend/pods/pod-b/drops")
+            return body if status == 200 and body["drops"] else None
+
+        drops = await eventually(recorded)
+        _, metrics = await http_get(port, "/metrics")
+        status, answer = await get_json(port, "/whatif?from=frontend/pod-a&to=backend/pod-b&port=8080")
+    assert drops, "no drop of pod-b was recorded"
+    for drop in drops["drops"]:
+        expl = drop["explanation"]
+        assert expl["complete"] is False
+        assert "CiliumNetworkPolicy backend/l7-backend" in expl["not_evaluated"]
+    assert status == 200
+    assert answer["complete"] is False
+    assert "not evaluated: CiliumNetworkPolicy backend/l7-backend selects the destination pod backend/pod-b" in \
+        answer["explanation"]["headline"]
+    assert gauge(metrics, "drop_explainer_policies_not_evaluated", group="cilium.io",
+                 kind="CiliumNetworkPolicy") == 1
+    assert gauge(metrics, "drop_explainer_policies_not_evaluated", group="projectcalico.org",
+                 kind="GlobalNetworkPolicy") == 1
