@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import gc
 import logging
 import time
 import uuid
@@ -53,6 +54,18 @@ RULES: dict[str, list[dict[str, Any]]] = {
     # Separate, so a test can take it away and give it back.
     NODES_ROLE: [{"apiGroups": [""], "resources": ["nodes"], "verbs": READ}],
 }
+
+
+@pytest.fixture(autouse=True)
+def _collect_garbage_at_the_end() -> Iterator[None]:
+    """A transport a test leaves open is reported by that test, not by whichever test the collector runs in.
+
+    Transports and their protocols refer to each other, so an unclosed one
+    is found only by a garbage-collection pass, at a moment that depends on
+    everything allocated since; under load that was a later test.
+    """
+    yield
+    gc.collect()
 
 
 def unique(prefix: str) -> str:
@@ -110,7 +123,14 @@ def admin(kube_apiserver: KubeApiServer) -> Iterator[ApiClient]:
 
 
 class Relay:
-    """A loopback TCP relay to the API server that the test can cut, as a network partition would."""
+    """A loopback TCP relay to the API server that the test can cut, as a network partition would.
+
+    Every transport it opens is closed by ``cut()``, including a client
+    whose upstream connection was still being opened when the cut came
+    (it would otherwise outlive the partition), and ``close()`` returns only
+    once the sockets are closed, so nothing is left for the garbage
+    collector to find later as an "unclosed transport" in another test.
+    """
 
     def __init__(self, target_port: int) -> None:
         self.target_port = target_port
@@ -129,23 +149,38 @@ class Relay:
             self._server.close()
             await self._server.wait_closed()
             self._server = None
-        for writer in self._writers:
+        writers, self._writers = self._writers, set()
+        for writer in writers:
             writer.transport.abort()
-        self._writers.clear()
+        await asyncio.sleep(0)  # abort() closes the socket on the loop's next pass: let it
 
     async def close(self) -> None:
         await self.cut()
-        for task in self._tasks:
+        tasks = set(self._tasks)
+        for task in tasks:
             task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await self.cut()  # whatever a cancelled task had opened meanwhile
+
+    def _track(self) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self._track()
+        # Known at once, so a cut while the upstream connection is being opened breaks this one too.
+        self._writers.add(writer)
         try:
             up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.target_port)
         except OSError:
             writer.transport.abort()
             return
-        self._writers.update((writer, up_writer))
+        if writer not in self._writers:  # cut meanwhile: the client is gone, so is this
+            up_writer.transport.abort()
+            return
+        self._writers.add(up_writer)
         for src, dst in ((reader, up_writer), (up_reader, writer)):
             task = asyncio.create_task(self._pump(src, dst))
             self._tasks.add(task)
@@ -153,11 +188,13 @@ class Relay:
 
     @staticmethod
     async def _pump(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
-        with contextlib.suppress(OSError):
-            while data := await src.read(65536):
-                dst.write(data)
-                await dst.drain()
-        dst.transport.abort()
+        try:
+            with contextlib.suppress(OSError):
+                while data := await src.read(65536):
+                    dst.write(data)
+                    await dst.drain()
+        finally:  # also when cancelled: the far side must see the break
+            dst.transport.abort()
 
 
 @dataclasses.dataclass
