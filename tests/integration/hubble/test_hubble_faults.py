@@ -6,18 +6,24 @@ import asyncio
 import dataclasses
 import logging
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 from hubble_helpers import SERVER_NAME, Collector, TlsMaterial, fast_settings
+from prometheus_client.parser import text_string_to_metric_families
 
+from drop_explainer.cluster.loading import load_state
 from drop_explainer.hubble_pb import flow_pb2, observer_pb2, relay_pb2
+from drop_explainer.pipeline import StaticState
 from drop_explainer.sources import channels, errors, hubble
 from drop_explainer.testing.hubble_server import FakeHubbleServer, ServerTls, oversized_flow, policy_denied_syn
+from tests.daemon_support import eventually, http_get, run_settings, running
 from tests.tls_support import CertificateRequiredServer
 
 S = 1_000_000_000
 T0 = 1_750_000_000 * S
 MIB = 1024 * 1024
+STARWARS = Path(__file__).resolve().parents[2] / "fixtures" / "starwars" / "state.yaml"
 Collect = Callable[..., Collector]
 
 
@@ -205,3 +211,27 @@ async def test_slow_consumer_keeps_the_queue_bounded_and_counts_the_overflow() -
             await stream.aclose()
     assert source.stats.overflow == 190
     assert rest == [30000 + i for i in range(191, 201)]
+
+
+async def test_the_daemon_counts_tls_failures_in_its_metrics_and_keeps_serving(
+    tls_material: TlsMaterial, tmp_path: Path
+) -> None:
+    """The whole daemon over grpcio against a server refusing it: /metrics counts each TLS failure, /healthz answers."""
+    ca = tls_material.file("ca.crt", tls_material.ca.cert)
+    async with CertificateRequiredServer(tls_material.server, tls_material.ca.cert) as server:
+        settings = run_settings("--hubble-target", server.target, "--hubble-transport", "grpcio",
+                                "--hubble-tls-ca", ca, "--hubble-tls-server-name", SERVER_NAME,
+                                "--store-path", str(tmp_path / "d.db"))
+        async with running(settings, StaticState(load_state(STARWARS))) as daemon:
+            port = daemon.port or 0
+
+            async def counted() -> float:
+                _, text = await http_get(port, "/metrics")
+                samples = [s for f in text_string_to_metric_families(text) for s in f.samples
+                           if s.name == "drop_explainer_source_tls_failures_total" and s.labels == {"source": "hubble"}]
+                return samples[0].value if samples else 0.0
+
+            assert await eventually(counted) >= 1
+            status, _ = await http_get(port, "/healthz")
+            assert status in (200, 503)  # answering: whether a source down is unhealthy is /healthz's call
+        assert server.refusals >= 1
