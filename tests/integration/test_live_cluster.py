@@ -18,7 +18,7 @@ import gc
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
 from typing import Any, ParamSpec, TypeVar
 
 import pytest
@@ -162,16 +162,19 @@ class Relay:
         await asyncio.gather(*tasks, return_exceptions=True)
         await self.cut()  # whatever a cancelled task had opened meanwhile
 
-    def _track(self) -> None:
-        task = asyncio.current_task()
-        assert task is not None
+    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(work)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self._track()
+    def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         # Known at once, so a cut while the upstream connection is being opened breaks this one too.
+        # The work runs in a task of our own: close() may cancel it (asyncio logs a cancelled
+        # client_connected_cb task as an error).
         self._writers.add(writer)
+        self._spawn(self._connect(reader, writer))
+
+    async def _connect(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
             up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.target_port)
         except OSError:
@@ -181,10 +184,8 @@ class Relay:
             up_writer.transport.abort()
             return
         self._writers.add(up_writer)
-        for src, dst in ((reader, up_writer), (up_reader, writer)):
-            task = asyncio.create_task(self._pump(src, dst))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+        self._spawn(self._pump(reader, up_writer))
+        self._spawn(self._pump(up_reader, writer))
 
     @staticmethod
     async def _pump(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
@@ -195,6 +196,39 @@ class Relay:
                     await dst.drain()
         finally:  # also when cancelled: the far side must see the break
             dst.transport.abort()
+
+
+async def test_the_partition_relay_leaves_no_connection_open_after_a_cut_or_close() -> None:
+    """Clients caught mid-connect by cut() or close() do not outlive them (they used to, and leaked at loop end)."""
+    open_upstream: set[asyncio.StreamWriter] = set()
+
+    async def upstream(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        open_upstream.add(writer)
+        try:
+            while await reader.read(65536):
+                pass
+        finally:
+            open_upstream.discard(writer)
+            writer.close()
+
+    server = await asyncio.start_server(upstream, "127.0.0.1", 0)
+    relay = Relay(server.sockets[0].getsockname()[1])
+    clients: list[asyncio.StreamWriter] = []
+    try:
+        for stop in (relay.cut, relay.close):
+            await relay.start()
+            for _ in range(5):
+                clients.append((await asyncio.open_connection("127.0.0.1", relay.port))[1])
+            await asyncio.sleep(0)  # the relay has accepted them and is connecting upstream
+            await stop()
+            await eventually(lambda: not open_upstream, timeout=5)
+    finally:
+        for client_writer in clients:
+            client_writer.close()
+            with contextlib.suppress(OSError):
+                await client_writer.wait_closed()
+        server.close()
+        await server.wait_closed()
 
 
 @dataclasses.dataclass
