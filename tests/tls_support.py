@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import datetime
 import ipaddress
-from dataclasses import dataclass
+import ssl
+import tempfile
+from dataclasses import dataclass, field
 from pathlib import Path
+from types import TracebackType
+from typing import Self
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -67,3 +73,97 @@ def make_cert(subject: str, key: ec.EllipticCurvePrivateKey, issuer: tuple[str, 
             key_agreement=False, key_cert_sign=True, crl_sign=True, encipher_only=False, decipher_only=False),
             critical=True)
     return builder.sign(issuer_key, hashes.SHA256()).public_bytes(serialization.Encoding.PEM)
+
+
+@dataclass
+class CertificateRequiredServer:
+    """A TLS 1.3 server on loopback that requires a client certificate and refuses a client without one.
+
+    It refuses as Go's crypto/tls does (Hubble and hubble-relay are Go): the
+    server checks the client's certificate only after the client has
+    finished its handshake, then sends the ``certificate_required`` alert
+    (RFC 8446 section 4.4.2.4) and closes. It keeps reading until the client
+    goes, so the alert is not lost to a TCP reset; grpcio (BoringSSL) then
+    sees the alert as an undecryptable record, ``Unwrap failed
+    (TSI_DATA_CORRUPTED)``. grpcio's own server closes the socket instead,
+    which is why this server exists. ``refusals`` counts the alerts sent.
+    """
+
+    server: Identity
+    client_ca: bytes
+    refusals: int = 0
+    _server: asyncio.Server | None = None
+    _connections: set[asyncio.Task[None]] = field(default_factory=set)
+    _context: ssl.SSLContext = field(init=False)
+
+    @property
+    def target(self) -> str:
+        assert self._server is not None
+        return f"127.0.0.1:{self._server.sockets[0].getsockname()[1]}"
+
+    async def __aenter__(self) -> Self:
+        self._context = self._make_context()
+        self._server = await asyncio.start_server(self._accept, "127.0.0.1", 0)
+        return self
+
+    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                        tb: TracebackType | None) -> None:
+        assert self._server is not None
+        self._server.close()
+        for task in self._connections:
+            task.cancel()
+        if self._connections:
+            await asyncio.wait(self._connections)
+        await self._server.wait_closed()
+
+    def _make_context(self) -> ssl.SSLContext:
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.minimum_version = ssl.TLSVersion.TLSv1_3
+        context.verify_mode = ssl.CERT_REQUIRED
+        context.set_alpn_protocols(["h2"])
+        context.load_verify_locations(cadata=self.client_ca.decode())
+        with tempfile.TemporaryDirectory(prefix="tls-refuse-") as tmp:  # load_cert_chain reads only files
+            cert, key = Path(tmp) / "server.crt", Path(tmp) / "server.key"
+            cert.write_bytes(self.server.cert)
+            key.write_bytes(self.server.key)
+            context.load_cert_chain(cert, key)
+        return context
+
+    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._connections.add(task)
+        try:
+            await self._refuse(reader, writer)
+        finally:
+            self._connections.discard(task)
+            writer.close()
+            with contextlib.suppress(OSError, asyncio.CancelledError):
+                await writer.wait_closed()
+
+    async def _refuse(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+        tls = self._context.wrap_bio(incoming, outgoing, server_side=True)
+        while True:
+            try:
+                tls.do_handshake()
+                tls.read(1)  # TLS 1.3: the client's certificate (or its absence) is judged here
+            except ssl.SSLWantReadError:
+                pass
+            except ssl.SSLError:
+                self.refusals += 1
+                break
+            await self._send(writer, outgoing)
+            data = await reader.read(65536)
+            if not data:
+                return
+            incoming.write(data)
+        await self._send(writer, outgoing)  # the alert
+        while await reader.read(65536):
+            pass
+
+    @staticmethod
+    async def _send(writer: asyncio.StreamWriter, outgoing: ssl.MemoryBIO) -> None:
+        if outgoing.pending:
+            writer.write(outgoing.read())
+            await writer.drain()

@@ -14,10 +14,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import gc
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
 from typing import Any, ParamSpec, TypeVar
 
 import pytest
@@ -53,6 +54,18 @@ RULES: dict[str, list[dict[str, Any]]] = {
     # Separate, so a test can take it away and give it back.
     NODES_ROLE: [{"apiGroups": [""], "resources": ["nodes"], "verbs": READ}],
 }
+
+
+@pytest.fixture(autouse=True)
+def _collect_garbage_at_the_end() -> Iterator[None]:
+    """A transport a test leaves open is reported by that test, not by whichever test the collector runs in.
+
+    Transports and their protocols refer to each other, so an unclosed one
+    is found only by a garbage-collection pass, at a moment that depends on
+    everything allocated since; under load that was a later test.
+    """
+    yield
+    gc.collect()
 
 
 def unique(prefix: str) -> str:
@@ -110,7 +123,14 @@ def admin(kube_apiserver: KubeApiServer) -> Iterator[ApiClient]:
 
 
 class Relay:
-    """A loopback TCP relay to the API server that the test can cut, as a network partition would."""
+    """A loopback TCP relay to the API server that the test can cut, as a network partition would.
+
+    Every transport it opens is closed by ``cut()``, including a client
+    whose upstream connection was still being opened when the cut came
+    (it would otherwise outlive the partition), and ``close()`` returns only
+    once the sockets are closed, so nothing is left for the garbage
+    collector to find later as an "unclosed transport" in another test.
+    """
 
     def __init__(self, target_port: int) -> None:
         self.target_port = target_port
@@ -129,35 +149,86 @@ class Relay:
             self._server.close()
             await self._server.wait_closed()
             self._server = None
-        for writer in self._writers:
+        writers, self._writers = self._writers, set()
+        for writer in writers:
             writer.transport.abort()
-        self._writers.clear()
+        await asyncio.sleep(0)  # abort() closes the socket on the loop's next pass: let it
 
     async def close(self) -> None:
         await self.cut()
-        for task in self._tasks:
+        tasks = set(self._tasks)
+        for task in tasks:
             task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await self.cut()  # whatever a cancelled task had opened meanwhile
 
-    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        # Known at once, so a cut while the upstream connection is being opened breaks this one too.
+        # The work runs in a task of our own: close() may cancel it (asyncio logs a cancelled
+        # client_connected_cb task as an error).
+        self._writers.add(writer)
+        self._spawn(self._connect(reader, writer))
+
+    async def _connect(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
             up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.target_port)
         except OSError:
             writer.transport.abort()
             return
-        self._writers.update((writer, up_writer))
-        for src, dst in ((reader, up_writer), (up_reader, writer)):
-            task = asyncio.create_task(self._pump(src, dst))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+        if writer not in self._writers:  # cut meanwhile: the client is gone, so is this
+            up_writer.transport.abort()
+            return
+        self._writers.add(up_writer)
+        self._spawn(self._pump(reader, up_writer))
+        self._spawn(self._pump(up_reader, writer))
 
     @staticmethod
     async def _pump(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
-        with contextlib.suppress(OSError):
-            while data := await src.read(65536):
-                dst.write(data)
-                await dst.drain()
-        dst.transport.abort()
+        try:
+            with contextlib.suppress(OSError):
+                while data := await src.read(65536):
+                    dst.write(data)
+                    await dst.drain()
+        finally:  # also when cancelled: the far side must see the break
+            dst.transport.abort()
+
+
+async def test_the_partition_relay_leaves_no_connection_open_after_a_cut_or_close() -> None:
+    """Clients caught mid-connect by cut() or close() do not outlive them (they used to, and leaked at loop end)."""
+    open_upstream: set[asyncio.StreamWriter] = set()
+
+    async def upstream(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        open_upstream.add(writer)
+        try:
+            while await reader.read(65536):
+                pass
+        finally:
+            open_upstream.discard(writer)
+            writer.close()
+
+    server = await asyncio.start_server(upstream, "127.0.0.1", 0)
+    relay = Relay(server.sockets[0].getsockname()[1])
+    clients: list[asyncio.StreamWriter] = []
+    try:
+        for stop in (relay.cut, relay.close):
+            await relay.start()
+            for _ in range(5):
+                clients.append((await asyncio.open_connection("127.0.0.1", relay.port))[1])
+            await asyncio.sleep(0)  # the relay has accepted them and is connecting upstream
+            await stop()
+            await eventually(lambda: not open_upstream, timeout=5)
+    finally:
+        for client_writer in clients:
+            client_writer.close()
+            with contextlib.suppress(OSError):
+                await client_writer.wait_closed()
+        server.close()
+        await server.wait_closed()
 
 
 @dataclasses.dataclass

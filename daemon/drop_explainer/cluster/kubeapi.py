@@ -20,7 +20,7 @@ import logging
 import os
 import ssl
 import threading
-from collections.abc import AsyncGenerator, Callable, Mapping
+from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, cast
@@ -192,14 +192,16 @@ class Client:
     """One aiohttp session towards one API server; use as ``async with``."""
 
     def __init__(self, endpoint: Endpoint, *, request_timeout_s: float = 60.0,
-                 connect_timeout_s: float = 10.0) -> None:
+                 connect_timeout_s: float = 10.0, trace_configs: Sequence[aiohttp.TraceConfig] = ()) -> None:
         self.endpoint = endpoint
         self._request_timeout = aiohttp.ClientTimeout(total=request_timeout_s, sock_connect=connect_timeout_s)
         self._connect_timeout_s = connect_timeout_s
+        self._trace_configs = list(trace_configs)
+        """aiohttp request tracing (diagnostics, and tests that check every response is closed)."""
         self._session: aiohttp.ClientSession | None = None
 
     async def __aenter__(self) -> Client:
-        self._session = aiohttp.ClientSession(raise_for_status=False)
+        self._session = aiohttp.ClientSession(raise_for_status=False, trace_configs=self._trace_configs or None)
         return self
 
     async def __aexit__(self, *exc: object) -> None:

@@ -77,6 +77,7 @@ class SourceAccounting(Protocol):
     resumed: int
     clamped_times: int
     truncated: int
+    tls_failures: int
     non_flow_by_kind: dict[str, int]
 
 
@@ -324,6 +325,8 @@ _SOURCE_COUNTERS: Final = (
     ("clamped_times", "drop_explainer_flow_times_clamped",
      "Flows stamped too far ahead of the local clock, set to now."),
     ("truncated", "drop_explainer_flows_truncated", "Flows whose strings, labels or lists were cut to the caps."),
+    ("tls_failures", "drop_explainer_source_tls_failures",
+     "Stream calls that failed in TLS set-up (wrong CA or server name, a client certificate missing or refused)."),
 )
 
 

@@ -51,7 +51,6 @@ GET_FLOWS: Final = "/antrea_io.antrea.pkg.apis.flow.v1alpha1.FlowStreamService/G
 DEFAULT_TARGET: Final = "flow-aggregator.flow-aggregator.svc:14740"
 _MIB: Final = 1024 * 1024
 _NS: Final = 1_000_000_000
-_TLS_MARKERS: Final = ("ssl", "tls", "handshake", "certificate", "x509")
 
 
 @dataclass(frozen=True, slots=True)
@@ -164,8 +163,10 @@ class AntreaAdapter:
                 self.take(raw, intake)
         except grpc.aio.AioRpcError as exc:
             details = exc.details() or ""
-            tls = any(marker in details.lower() for marker in _TLS_MARKERS)
-            raise resuming.StreamFailure(details or str(exc.code()), code=exc.code().name, tls=tls) from None
+            unavailable = exc.code() == grpc.StatusCode.UNAVAILABLE
+            tls = channels.tls_failure(self.settings.tls, details, unavailable=unavailable)
+            raise resuming.StreamFailure(str(tls) if tls else details or str(exc.code()), code=exc.code().name,
+                                         tls=tls is not None, hint=tls.hint if tls else None) from None
         finally:
             await channel.close()
 

@@ -78,7 +78,6 @@ _NS: Final = 1_000_000_000
 BUCKET_S: Final = 15
 """Goldmane's aggregation interval."""
 _RECEIPT: Final = gm.FlowReceipt().SerializeToString()
-_TLS_MARKERS: Final = ("ssl", "tls", "handshake", "certificate", "x509")
 _ACTION_NAMES: Final = frozenset(gm.Action.keys()) - {"ActionUnspecified"}
 ConnectHandler: TypeAlias = Callable[[AsyncIterator[bytes], "grpc.aio.ServicerContext[bytes, bytes]"],
                                     AsyncIterator[bytes]]
@@ -446,9 +445,10 @@ class GoldmaneAdapter:
         except grpc.aio.AioRpcError as exc:
             details = exc.details() or ""
             # RESOURCE_EXHAUSTED: Goldmane serves at most 100 streams.
-            tls = self.settings.tls is not None and exc.code() == grpc.StatusCode.UNAVAILABLE \
-                and _looks_like_tls(details)
-            raise resuming.StreamFailure(details, code=exc.code().name, tls=tls) from exc
+            unavailable = exc.code() == grpc.StatusCode.UNAVAILABLE
+            tls = channels.tls_failure(self.settings.tls, details, unavailable=unavailable)
+            raise resuming.StreamFailure(details if tls is None else str(tls), code=exc.code().name,
+                                         tls=tls is not None, hint=tls.hint if tls else None) from exc
 
     async def _read(self, resume: resuming.Resume, intake: resuming.Intake) -> None:
         s = self.settings
@@ -510,11 +510,6 @@ async def _mark_connected(channel: grpc.aio.Channel, intake: resuming.Intake) ->
 
 def _serialize(request: gm.FlowStreamRequest) -> bytes:
     return request.SerializeToString()
-
-
-def _looks_like_tls(details: str) -> bool:
-    lowered = details.lower()
-    return any(marker in lowered for marker in _TLS_MARKERS)
 
 
 # --- Felix's node-local socket --------------------------------------------------------------

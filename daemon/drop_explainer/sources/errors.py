@@ -27,7 +27,10 @@ class TlsVerificationFailed(SourceError):
     raised to the caller: it is logged and kept as ``stats.last_error``.
     """
 
-    def __init__(self, target: str, details: str) -> None:
-        super().__init__(f"TLS verification failed connecting to {target}: {details}")
+    def __init__(self, target: str, details: str, *, hint: str | None = None) -> None:
+        said = details if hint is None or hint in details else f"{details} ({hint})"
+        super().__init__(f"TLS verification failed connecting to {target}: {said}")
         self.target = target
         self.details = details
+        self.hint = hint
+        """What the failure probably means, e.g. "the server requires a client certificate"; None if unclear."""

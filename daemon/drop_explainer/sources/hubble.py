@@ -26,8 +26,9 @@ drops with a server-side whitelist, and keep the stream alive.
   retransmits (see ``dedup``), so metrics can count both.
 
 Nothing here raises for stream trouble: failures are logged (warning on
-the first, info on recovery) and kept in ``stats``; configuration errors
-raise ``errors.ConfigError`` from the constructor.
+the first, info on recovery; a TLS failure at error, named with what it
+probably means and repeated while it lasts) and kept in ``stats``;
+configuration errors raise ``errors.ConfigError`` from the constructor.
 """
 
 from __future__ import annotations
@@ -55,8 +56,6 @@ GET_FLOWS: Final = "/observer.Observer/GetFlows"
 DEFAULT_TARGET: Final = "unix:///var/run/cilium/hubble.sock"
 _MIB: Final = 1024 * 1024
 _NS: Final = 1_000_000_000
-# Markers grpc puts in the status details when the TLS handshake fails.
-_TLS_MARKERS: Final = ("ssl", "tls", "handshake", "certificate", "x509")
 _VERDICT_NAMES: Final = frozenset(flow_pb2.Verdict.keys())
 _GRPC_CODES: Final = {code.value[0]: code for code in grpc.StatusCode}
 Transport = Literal["h2", "grpcio"]
@@ -100,11 +99,13 @@ class HubbleSettings:
     """``h2``: our own HTTP/2 client (grpc_h2), fast; ``grpcio``: the grpc library, slower per message."""
     look_back_ns: int = 600 * _NS
     """After a restart, resume from the newest flow the store committed, but from no further back than this."""
+    tls_error_every: int = 20
+    """A persisting TLS failure is logged at ERROR on the first and every this many failures (resuming)."""
 
     def resume_settings(self) -> resuming.ResumeSettings:
         return resuming.ResumeSettings(queue_size=self.queue_size, backoff_initial_s=self.backoff_initial_s,
                                        backoff_max_s=self.backoff_max_s, overlap_ns=self.resume_overlap_ns,
-                                       look_back_ns=self.look_back_ns)
+                                       look_back_ns=self.look_back_ns, tls_error_every=self.tls_error_every)
 
     def validate(self) -> None:
         """Raise errors.ConfigError for settings that cannot work."""
@@ -191,7 +192,7 @@ class HubbleAdapter:
             rpc_error.__cause__ = exc
             raise self._failure(rpc_error, tls_error=isinstance(exc, grpc_h2.TlsError)) from rpc_error
         except grpc.aio.AioRpcError as exc:
-            raise self._failure(exc, tls_error=_looks_like_tls(exc.details() or "")) from exc
+            raise self._failure(exc, tls_error=False) from exc
 
     async def _read_h2(self, request: observer_pb2.GetFlowsRequest, intake: resuming.Intake) -> None:
         settings = self.settings
@@ -258,15 +259,14 @@ class HubbleAdapter:
         # A message over max_receive_bytes kills the call; resuming with
         # since= would replay it forever, so start again at the live end.
         too_big = code == grpc.StatusCode.RESOURCE_EXHAUSTED
-        tls = self.settings.tls
-        hint = tls is not None and code == grpc.StatusCode.UNAVAILABLE and tls.cert_file is None \
-            and "socket closed" in details.lower()
-        if hint:
-            # TLS 1.3 servers reject a missing client certificate after the
-            # handshake, so the client may only see the socket close.
-            details += " (the server closed the TLS connection: does it require a client certificate?)"
-        is_tls = tls is not None and code == grpc.StatusCode.UNAVAILABLE and (hint or tls_error)
-        return resuming.StreamFailure(details, code=code.name, tls=is_tls, restart_live=too_big)
+        # TLS 1.3 servers refuse a missing client certificate after the
+        # handshake, so grpcio sees "Unwrap failed (TSI_DATA_CORRUPTED)" or
+        # the socket close; channels.tls_failure names what that means.
+        tls = channels.tls_failure(self.settings.tls, details, unavailable=code == grpc.StatusCode.UNAVAILABLE,
+                                   tls_error=tls_error)
+        if tls is not None:
+            return resuming.StreamFailure(str(tls), code=code.name, tls=True, hint=tls.hint)
+        return resuming.StreamFailure(details, code=code.name, restart_live=too_big)
 
     # --- request and TLS ------------------------------------------------------
 
@@ -312,9 +312,3 @@ def _note_non_flow(resp: observer_pb2.GetFlowsResponse, intake: resuming.Intake)
 
 def _serialize(request: observer_pb2.GetFlowsRequest) -> bytes:
     return request.SerializeToString()
-
-
-def _looks_like_tls(details: str) -> bool:
-    lowered = details.lower()
-    return any(marker in lowered for marker in _TLS_MARKERS)
-

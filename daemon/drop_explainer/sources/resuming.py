@@ -90,15 +90,18 @@ class StreamFailure(errors.SourceError):
     """One call of a stream failed; the loop logs it, waits, and resumes.
 
     ``code`` is a short constant (``UNAVAILABLE``, ``RESOURCE_EXHAUSTED``);
-    ``tls`` marks a TLS failure (counted apart: it needs an operator);
+    ``tls`` marks a TLS failure (counted apart: it needs an operator) and
+    ``hint`` says what it probably means (``channels.tls_failure``);
     ``restart_live`` says a message was too big ever to receive (counted as
     oversized): the next call starts at the live end.
     """
 
-    def __init__(self, message: str, *, code: str, tls: bool = False, restart_live: bool = False) -> None:
+    def __init__(self, message: str, *, code: str, tls: bool = False, hint: str | None = None,
+                 restart_live: bool = False) -> None:
         super().__init__(message)
         self.code = code
         self.tls = tls
+        self.hint = hint
         self.restart_live = restart_live
 
 
@@ -125,10 +128,19 @@ class ResumeSettings:
     """Resume this far before the newest flow time (relay order across nodes is only rough)."""
     look_back_ns: int = 600 * _S
     """Never resume further back than this from now; 0 = never resume from the checkpoint."""
+    tls_error_every: int = 20
+    """A TLS failure is logged at ERROR on the first and then every this many consecutive failures.
+
+    It needs an operator (a certificate to configure or renew), so it must
+    not go quiet after the first line; at the 30 s backoff cap, 20 is one
+    line every ~10 minutes.
+    """
 
     def validate(self) -> None:
         if self.queue_size < 1:
             raise errors.ConfigError("queue_size: must be at least 1")
+        if self.tls_error_every < 1:
+            raise errors.ConfigError("tls_error_every: must be at least 1")
         if not 0 < self.backoff_initial_s <= self.backoff_max_s:
             raise errors.ConfigError("backoff: need 0 < backoff_initial_s <= backoff_max_s")
         if self.overlap_ns < 0 or self.look_back_ns < 0:
@@ -357,7 +369,7 @@ class ResumableStream:
                 self.stats.connected = False
             if self._connection_worked(newest):
                 delay, failures = settings.backoff_initial_s, 0
-            self._note_end(failure, first=failures == 0)
+            self._note_end(failure, failures=failures)
             failures += 1
             await asyncio.sleep(delay * self._rng.uniform(0.5, 1.0))
             delay = min(delay * 2, settings.backoff_max_s)
@@ -381,8 +393,12 @@ class ResumableStream:
         self._connected_at = asyncio.get_running_loop().time()
         log.info("stream_connected", extra={"origin": self.adapter.origin, "target": self.adapter.target})
 
-    def _note_end(self, failure: StreamFailure | None, *, first: bool) -> None:
-        """Warn on the first failure after a working call, then retry quietly."""
+    def _note_end(self, failure: StreamFailure | None, *, failures: int) -> None:
+        """Warn on the first failure after a working call, then retry quietly; TLS failures are repeated.
+
+        ``failures``: consecutive failed calls before this one (0 after a working call).
+        """
+        first = failures == 0
         extra: dict[str, object] = {"origin": self.adapter.origin, "target": self.adapter.target}
         if failure is None:
             log.log(logging.WARNING if first else logging.DEBUG, "stream_ended", extra=extra)
@@ -393,9 +409,10 @@ class ResumableStream:
             self.stats.skip("oversized")
         if failure.tls:
             self.stats.tls_failures += 1
-            self.stats.last_error = errors.TlsVerificationFailed(self.adapter.target, str(failure))
-            log.log(logging.ERROR if first else logging.DEBUG, "stream_tls_failed",
-                    extra={**extra, "details": str(failure)})
+            self.stats.last_error = errors.TlsVerificationFailed(self.adapter.target, str(failure), hint=failure.hint)
+            loud = failures % self.settings.tls_error_every == 0
+            log.log(logging.ERROR if loud else logging.DEBUG, "stream_tls_failed",
+                    extra={**extra, "details": str(failure), "hint": failure.hint, "failures": failures + 1})
             return
         # The transport's own error, when there is one, says more than our wrapper.
         self.stats.last_error = failure.__cause__ if isinstance(failure.__cause__, Exception) else failure

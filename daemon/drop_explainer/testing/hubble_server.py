@@ -4,6 +4,13 @@ It speaks ``/observer.Observer/GetFlows`` and ``ServerStatus`` on loopback
 TCP (``127.0.0.1``, a free port) and/or a UNIX socket, in plaintext, TLS or
 mTLS, and behaves like Hubble where our client depends on it:
 
+- the standard ``grpc.health.v1.Health`` service (grpcio-health-checking's
+  reference servicer), ``SERVING`` for ``""`` and for Hubble's own name
+  ``hubble.server.Observer`` as Cilium's server sets it
+  (pkg/hubble/server/serveroption), so the real ``hubble status`` works
+  against it; ``set_serving(False)`` makes it ``NOT_SERVING``, and
+  ``stop()`` does so before it stops;
+
 - ``follow``: after the history, the stream stays open and ``push()``
   delivers new flows live; with ``number == 0`` and no ``since`` a follower
   starts at the live end (Hubble's ring-buffer behaviour).
@@ -27,6 +34,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fnmatch
+import time
 from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,10 +44,13 @@ from typing import NamedTuple, Self
 import grpc
 import grpc.aio
 from google.protobuf import json_format
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from drop_explainer.hubble_pb import flow_pb2, observer_pb2
 
 _NS = 1_000_000_000
+OBSERVER_HEALTH_NAME = "hubble.server.Observer"
+"""The service name ``hubble status`` asks the health service about (Cilium's v1.ObserverServiceName)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,6 +164,9 @@ class FakeHubbleServer:
         self._history: list[_Record] = []
         self._subscribers: list[_Subscriber] = []
         self._server: grpc.aio.Server | None = None
+        self._health: health.aio.HealthServicer | None = None
+        self._serving = True
+        self._started_ns = 0
         self._port = port
         for item in flows:
             self.push(item)
@@ -165,6 +179,9 @@ class FakeHubbleServer:
             "GetFlows": grpc.unary_stream_rpc_method_handler(self._get_flows),
             "ServerStatus": grpc.unary_unary_rpc_method_handler(self._server_status),
         }),))
+        self._health = health.aio.HealthServicer()
+        await self._set_health()
+        health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
         if self.tcp:
             self._port = self._bind(server, f"127.0.0.1:{self._port}")
         if self.unix_path is not None:
@@ -173,7 +190,21 @@ class FakeHubbleServer:
             self._bind(server, f"unix:{self.unix_path}")
         await server.start()
         self._server = server
+        self._started_ns = time.monotonic_ns()
         return self
+
+    async def set_serving(self, serving: bool) -> None:
+        """What the health service answers: SERVING, or NOT_SERVING (as relay does with no peer)."""
+        self._serving = serving
+        await self._set_health()
+
+    async def _set_health(self) -> None:
+        if self._health is None:
+            return
+        status = health_pb2.HealthCheckResponse.SERVING if self._serving else \
+            health_pb2.HealthCheckResponse.NOT_SERVING
+        for service in ("", OBSERVER_HEALTH_NAME):
+            await self._health.set(service, status)
 
     def _bind(self, server: grpc.aio.Server, address: str) -> int:
         if self.tls is None:
@@ -188,6 +219,9 @@ class FakeHubbleServer:
     async def stop(self, grace: float | None = None) -> None:
         """Stop serving; open streams end (the client sees UNAVAILABLE or CANCELLED)."""
         server, self._server = self._server, None
+        checker, self._health = self._health, None
+        if checker is not None:
+            await checker.enter_graceful_shutdown()  # health watchers see NOT_SERVING first
         for subscriber in self._subscribers:
             subscriber.queue.put_nowait(None)
         if server is not None:
@@ -293,6 +327,7 @@ class FakeHubbleServer:
         kept = min(len(self._history), self.max_flows)
         return observer_pb2.ServerStatusResponse(
             num_flows=kept, max_flows=self.max_flows, seen_flows=len(self._history), version="drop-explainer-test",
+            uptime_ns=time.monotonic_ns() - self._started_ns,
         ).SerializeToString()
 
 

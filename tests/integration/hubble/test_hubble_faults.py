@@ -3,19 +3,27 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 from hubble_helpers import SERVER_NAME, Collector, TlsMaterial, fast_settings
+from prometheus_client.parser import text_string_to_metric_families
 
+from drop_explainer.cluster.loading import load_state
 from drop_explainer.hubble_pb import flow_pb2, observer_pb2, relay_pb2
-from drop_explainer.sources import errors, hubble
+from drop_explainer.pipeline import StaticState
+from drop_explainer.sources import channels, errors, hubble
 from drop_explainer.testing.hubble_server import FakeHubbleServer, ServerTls, oversized_flow, policy_denied_syn
+from tests.daemon_support import eventually, http_get, run_settings, running
+from tests.tls_support import CertificateRequiredServer
 
 S = 1_000_000_000
 T0 = 1_750_000_000 * S
 MIB = 1024 * 1024
+STARWARS = Path(__file__).resolve().parents[2] / "fixtures" / "starwars" / "state.yaml"
 Collect = Callable[..., Collector]
 
 
@@ -60,7 +68,8 @@ async def test_wrong_ca_reports_that_tls_verification_failed(
     assert isinstance(stats.last_error, errors.TlsVerificationFailed)
     assert "TLS verification failed" in str(stats.last_error)
     assert not stats.connected
-    assert [r.getMessage() for r in caplog.records] == ["stream_tls_failed"]
+    # Our records only: grpcio's poller may log about an earlier test's closed loop (grpc/grpc#25364).
+    assert [r.getMessage() for r in caplog.records if r.name.startswith("drop_explainer")] == ["stream_tls_failed"]
 
 
 async def test_missing_client_certificate_for_mtls_is_a_tls_failure(
@@ -71,10 +80,61 @@ async def test_missing_client_certificate_for_mtls_is_a_tls_failure(
     async with FakeHubbleServer(tls=server_tls(tls_material, mutual=True)) as server:
         collector = collect(fast_settings(server.target, tls=tls))
         stats = collector.source.stats
-        await collector.until(lambda: stats.reconnects >= 2)
+        await collector.until(lambda: stats.tls_failures >= 2)
     assert collector.flows == []
     assert isinstance(stats.last_error, errors.TlsVerificationFailed)
-    assert "client certificate" in str(stats.last_error)
+    # A grpcio server closes the socket without a word, so the hint can only be "probably".
+    assert channels.NO_CLIENT_CERTIFICATE in str(stats.last_error)
+
+
+async def test_a_go_servers_certificate_required_refusal_is_named_a_tls_failure_with_the_hint(
+    tls_material: TlsMaterial, collect: Collect, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Hubble (Go, TLS 1.3) refuses a client without a certificate by an alert after the handshake.
+
+    grpcio reads that alert as "Unwrap failed (TSI_DATA_CORRUPTED)"; it is a
+    TLS failure, counted, logged at ERROR and named with the hint.
+    """
+    tls = hubble.TlsSettings(ca_file=tls_material.file("ca.crt", tls_material.ca.cert), server_name=SERVER_NAME)
+    settings = fast_settings("127.0.0.1:1", tls=tls)
+    caplog.set_level(logging.ERROR, logger="drop_explainer.sources.resuming")
+    async with CertificateRequiredServer(tls_material.server, tls_material.ca.cert) as server:
+        collector = collect(dataclasses.replace(settings, target=server.target))
+        stats = collector.source.stats
+        await collector.until(lambda: stats.tls_failures >= 2)
+        assert server.refusals >= 2
+    error = stats.last_error
+    assert collector.flows == []
+    assert not stats.connected
+    assert isinstance(error, errors.TlsVerificationFailed)
+    assert error.hint is not None
+    assert error.hint.startswith(channels.NO_CLIENT_CERTIFICATE)
+    assert channels.NO_CLIENT_CERTIFICATE in str(error)
+    # What each transport itself saw: grpcio the undecryptable record, h2 (OpenSSL) the alert by name.
+    said = {"grpcio": "TSI_DATA_CORRUPTED", "h2": "CERTIFICATE_REQUIRED"}[settings.transport]
+    assert said in error.details
+    tls_errors = [r for r in caplog.records if r.getMessage() == "stream_tls_failed"]
+    assert tls_errors
+    assert tls_errors[0].levelno == logging.ERROR
+    assert tls_errors[0].hint == error.hint  # type: ignore[attr-defined]
+
+
+async def test_a_lasting_tls_failure_is_logged_at_error_again_every_n_failures(
+    tls_material: TlsMaterial, collect: Collect, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Not silent after the first line: failures 1, 4, 7... are ERROR with tls_error_every=3, the rest debug."""
+    tls = hubble.TlsSettings(ca_file=tls_material.file("ca.crt", tls_material.ca.cert), server_name=SERVER_NAME)
+    caplog.set_level(logging.DEBUG, logger="drop_explainer.sources.resuming")
+    async with CertificateRequiredServer(tls_material.server, tls_material.ca.cert) as server:
+        collector = collect(fast_settings(server.target, tls=tls, tls_error_every=3))
+        stats = collector.source.stats
+        await collector.until(lambda: stats.tls_failures >= 7, timeout=10.0)
+        await collector.close()
+    records = [r for r in caplog.records if r.getMessage() == "stream_tls_failed"]
+    assert len(records) == stats.tls_failures
+    loud = [r.failures for r in records if r.levelno == logging.ERROR]  # type: ignore[attr-defined]
+    assert loud == list(range(1, stats.tls_failures + 1, 3))
+    assert all(r.levelno == logging.DEBUG for r in records if r.failures not in loud)  # type: ignore[attr-defined]
 
 
 async def test_malformed_and_non_flow_responses_are_counted_and_the_stream_goes_on(collect: Collect) -> None:
@@ -151,3 +211,27 @@ async def test_slow_consumer_keeps_the_queue_bounded_and_counts_the_overflow() -
             await stream.aclose()
     assert source.stats.overflow == 190
     assert rest == [30000 + i for i in range(191, 201)]
+
+
+async def test_the_daemon_counts_tls_failures_in_its_metrics_and_keeps_serving(
+    tls_material: TlsMaterial, tmp_path: Path
+) -> None:
+    """The whole daemon over grpcio against a server refusing it: /metrics counts each TLS failure, /healthz answers."""
+    ca = tls_material.file("ca.crt", tls_material.ca.cert)
+    async with CertificateRequiredServer(tls_material.server, tls_material.ca.cert) as server:
+        settings = run_settings("--hubble-target", server.target, "--hubble-transport", "grpcio",
+                                "--hubble-tls-ca", ca, "--hubble-tls-server-name", SERVER_NAME,
+                                "--store-path", str(tmp_path / "d.db"))
+        async with running(settings, StaticState(load_state(STARWARS))) as daemon:
+            port = daemon.port or 0
+
+            async def counted() -> float:
+                _, text = await http_get(port, "/metrics")
+                samples = [s for f in text_string_to_metric_families(text) for s in f.samples
+                           if s.name == "drop_explainer_source_tls_failures_total" and s.labels == {"source": "hubble"}]
+                return samples[0].value if samples else 0.0
+
+            assert await eventually(counted) >= 1
+            status, _ = await http_get(port, "/healthz")
+            assert status in (200, 503)  # answering: whether a source down is unhealthy is /healthz's call
+        assert server.refusals >= 1

@@ -8,8 +8,10 @@ from sink_fixtures import FakeClock, MakeDrop
 
 from drop_explainer.explain.cache import ExplanationCache
 from drop_explainer.flows.model import DropKind
+from drop_explainer.pipeline import Admission
 from drop_explainer.sinks.metrics import MetricsSink
 from drop_explainer.sinks.store import MEMORY, DropStore
+from drop_explainer.sources import resuming
 
 DENY = {"direction": "ingress", "reason": "policy-denied", "policy": "api/default-deny", "trap": ""}
 
@@ -189,6 +191,39 @@ def test_self_metrics_record_what_the_daemon_reports(registry: CollectorRegistry
     assert get("drop_explainer_cluster_synced", {"kind": "pods"}) == 1
     assert get("drop_explainer_queue_overflow_total", {"source": "hubble"}) == 5
     assert get("drop_explainer_sink_errors_total", {"sink": "store"}) == 1
+
+
+def test_source_accounting_is_read_at_scrape_time_one_counter_each(
+    registry: CollectorRegistry, sink: MetricsSink
+) -> None:
+    """Lost events, resume duplicates, non-flow responses, clamps, truncations and TLS failures: each its own."""
+    stats = resuming.StreamStats()
+    sink.register_source("hubble", stats)
+    get = registry.get_sample_value
+    assert get("drop_explainer_source_tls_failures_total", {"source": "hubble"}) == 0
+    stats.lost_events, stats.duplicates, stats.resumed = 7, 3, 2
+    stats.clamped_times, stats.truncated, stats.tls_failures = 1, 4, 5
+    stats.non_flow_by_kind.update({"node_status": 2, "lost_events": 1})
+    source = {"source": "hubble"}
+    assert get("drop_explainer_source_lost_events_total", source) == 7
+    assert get("drop_explainer_resume_duplicates_total", source) == 3
+    assert get("drop_explainer_source_resumes_total", source) == 2
+    assert get("drop_explainer_flow_times_clamped_total", source) == 1
+    assert get("drop_explainer_flows_truncated_total", source) == 4
+    assert get("drop_explainer_source_tls_failures_total", source) == 5
+    assert get("drop_explainer_non_flow_responses_total", {**source, "kind": "node_status"}) == 2
+    assert get("drop_explainer_non_flow_responses_total", {**source, "kind": "lost_events"}) == 1
+
+
+def test_admission_overflow_counts_every_new_signature_held_back(
+    registry: CollectorRegistry, sink: MetricsSink
+) -> None:
+    """Past the burst (no time passes on the frozen clock), each refused admission is one deferred signature."""
+    admission = Admission(per_group_burst=2, per_group_rate=1.0, total_burst=100, total_rate=1.0, clock=lambda: 0.0)
+    sink.register_admission(admission)
+    results = [admission.admit(("default", "deathstar")) for _ in range(5)]
+    assert results == [True, True, False, False, False]
+    assert registry.get_sample_value("drop_explainer_new_signatures_deferred_total") == 3
 
 
 def test_metrics_never_touch_the_global_registry(sink: MetricsSink, make_drop: MakeDrop) -> None:
