@@ -116,7 +116,8 @@ OPTIONS: tuple[Option, ...] = (
     Option("tls-peer-server-name", "", "Name to verify in a peer's certificate (e.g. the Service's DNS name)."),
     Option("api-rate", 5.0, "What each caller may ask per second, on average (token bucket; 0: no limit).", float),
     Option("api-burst", 20, "Requests a caller may send at once before --api-rate applies.", int),
-    Option("api-concurrency", 2, "What-if computations running at once (each in a worker thread).", int),
+    Option("api-concurrency", 1, "What-if computations at once, each in a worker thread (they share one GIL).",
+           int),
     Option("api-fanout-concurrency", 8, "Cluster-wide questions asking the peers at once.", int),
     Option("api-deadline", 10.0, "Seconds a request may take before it is answered 504.", float),
     Option("whatif-cache-bytes", 16 * 1024 * 1024, "Bytes of what-if answers kept for the current state.", int),
@@ -183,7 +184,7 @@ class CostSettings:
 
     rate: float = 5.0
     burst: int = 20
-    concurrency: int = 2
+    concurrency: int = 1
     fanout_concurrency: int = 8
     deadline_s: float = 10.0
     whatif_cache_bytes: int = 16 * 1024 * 1024
