@@ -15,6 +15,11 @@ A peer honours those headers only when the token itself belongs to
 from anyone else they are refused with 403, so a client cannot claim to be
 someone else.
 
+Client certificates (``--tls-client-ca``, api/tls.py): a certificate the TLS
+layer verified stands for the token when none is sent, read as the API
+server reads one (CN the user, O the groups); it is then authorized like
+any other caller.
+
 With ``--auth none`` every request gets an Access that sees everything
 (the demo, tests, a port-forward on a laptop); the daemon says so at start.
 """
