@@ -318,7 +318,7 @@ def _peers(settings: Settings, state: StateSource) -> Peers:
     """The other instances, asked over https (their CA, our pair) when the API serves TLS."""
     if settings.tls is None:
         return Peers(settings.peers, settings.node_name, state.snapshot)
-    return Peers(settings.peers, settings.node_name, state.snapshot, tls=tls.client_context(settings.tls),
+    return Peers(settings.peers, settings.node_name, state.snapshot, tls=tls.ClientContext(settings.tls),
                  server_name=settings.tls.peer_server_name)
 
 

@@ -140,17 +140,27 @@ class Costs:
             self.whatif_cache.labels("hit").inc()
             return found
         self.whatif_cache.labels("miss").inc()
-        async with self._compute:
-            found = self.cache.get(generation, key)  # someone may have computed it while we waited
-            if found is not None:
-                return found
+        await self._compute.acquire()
+        found = self.cache.get(generation, key)  # someone may have computed it while we waited
+        if found is not None:
+            self._compute.release()
+            return found
 
-            def run() -> Answer:
-                answer = compute()
-                self.cache.put(generation, key, answer)
-                return answer
+        def run() -> Answer:
+            answer = compute()
+            self.cache.put(generation, key, answer)
+            return answer
 
-            return await asyncio.to_thread(run)
+        # The slot is held until the thread ends, not until the caller stops waiting: a caller
+        # past its deadline must not let another computation start beside the one still running.
+        work = asyncio.ensure_future(asyncio.to_thread(run))
+        work.add_done_callback(self._done)
+        return await asyncio.shield(work)
+
+    def _done(self, work: asyncio.Future[Answer]) -> None:
+        self._compute.release()
+        if not work.cancelled():
+            work.exception()  # retrieved: an abandoned computation's error is not logged as unretrieved
 
     @asynccontextmanager
     async def fanout(self) -> AsyncIterator[None]:

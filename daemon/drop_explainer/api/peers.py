@@ -51,7 +51,7 @@ class FanOut:
 
 class Peers:
     def __init__(self, settings: PeerSettings, node_name: str, state: Callable[[], ClusterState], *,
-                 tls: ssl.SSLContext | None = None, server_name: str | None = None) -> None:
+                 tls: Callable[[], ssl.SSLContext] | None = None, server_name: str | None = None) -> None:
         self.settings = settings
         self.tls = tls
         """How to verify a peer over https (its CA, our client pair); None: plaintext or system defaults."""
@@ -96,7 +96,7 @@ class Peers:
             try:
                 extra: dict[str, Any] = {}
                 if base.startswith("https:"):
-                    extra = {"ssl": self.tls if self.tls is not None else True, "server_hostname": self.server_name}
+                    extra = {"ssl": self.tls() if self.tls is not None else True, "server_hostname": self.server_name}
                 async with session.get(base + path, params=params, headers=list(headers), timeout=timeout,
                                        **extra) as resp:
                     body = await self._read_capped(resp, node)

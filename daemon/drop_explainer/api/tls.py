@@ -100,14 +100,37 @@ class ReloadingContext:
             conn.context = current
 
 
-def client_context(tls: ServingTls) -> ssl.SSLContext:
-    """How an instance calls its peers over https: their CA, and our own pair when they check clients."""
+def _client_context(tls: ServingTls) -> ssl.SSLContext:
     ctx = ssl.create_default_context(cafile=tls.peer_ca or tls.client_ca or None)
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
     if tls.client_ca:
         # Peers verify clients against the same CA: present our serving pair (it needs clientAuth usage).
         ctx.load_cert_chain(tls.cert, tls.key)
     return ctx
+
+
+class ClientContext:
+    """How an instance calls its peers over https: their CA, and our own pair when they check clients.
+
+    Rebuilt when the files change (the same Secret is renewed), so fan-out keeps
+    working across a renewal of our pair or of the CA.
+    """
+
+    def __init__(self, tls: ServingTls) -> None:
+        self.tls = tls
+        self._paths = tuple(p for p in (tls.peer_ca or tls.client_ca, tls.cert if tls.client_ca else None,
+                                        tls.key if tls.client_ca else None) if p)
+        self._loaded = _signature(self._paths)
+        self._current = _client_context(tls)
+
+    def __call__(self) -> ssl.SSLContext:
+        try:
+            seen = _signature(self._paths)
+            if seen != self._loaded:
+                self._current, self._loaded = _client_context(self.tls), seen
+        except (OSError, ssl.SSLError, ValueError) as exc:
+            log.warning("peer_tls_reload_failed", extra={"error": str(exc), "kept": "the previous context"})
+        return self._current
 
 
 def certificate_caller(peercert: Mapping[str, Any] | None) -> Caller | None:

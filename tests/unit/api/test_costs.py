@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
-from drop_explainer.api.costs import RateLimiter, WhatIfCache
+import asyncio
+import threading
+from typing import Any
+
+import pytest
+
+from drop_explainer.api.costs import Costs, RateLimiter, WhatIfCache
+from drop_explainer.settings import CostSettings
 
 
 class Clock:
@@ -44,3 +51,25 @@ def test_the_cache_holds_one_generation_within_its_bytes() -> None:
     assert cache.get(7, "late") is None
     assert cache.get(8, 19) is None  # a new state generation empties it
     assert cache.bytes == 0
+
+
+async def test_a_computation_keeps_its_slot_after_its_caller_gave_up() -> None:
+    """The deadline cancels the waiting caller, not the thread: the slot stays taken until the thread ends."""
+    costs = Costs(CostSettings(concurrency=1))
+    release = threading.Event()
+
+    def slow() -> tuple[dict[str, Any], str]:
+        release.wait(timeout=30)
+        return {"done": True}, "done"
+
+    waiter = asyncio.create_task(costs.whatif(1, "q", slow))
+    while not costs._compute.locked():
+        await asyncio.sleep(0.01)
+    waiter.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await waiter
+    assert costs._compute.locked(), "the thread still runs: no second computation may start"
+    release.set()
+    assert await costs.whatif(1, "q", slow) == ({"done": True}, "done")  # and its answer was cached
+    assert costs.cache.hits == 1
+    assert not costs._compute.locked()
