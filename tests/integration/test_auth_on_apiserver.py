@@ -409,3 +409,17 @@ async def test_a_client_certificate_authenticates_and_is_authorized_like_a_token
         other_key = make_key()
         with pytest.raises((ssl.SSLError, aiohttp.ClientError)):
             await over_tls(d.port, "/drops", with_cert("forged", ("Other CA", other_key)))
+
+
+async def test_the_rate_is_per_authenticated_user(
+        kube_apiserver: KubeApiServer, callers: Callers, flows_all: Path) -> None:
+    """Two users from the same address have their own buckets: one over the rate gets 429, the other is served."""
+    async with daemon(kube_apiserver, flows_all, "--api-rate", "0.001", "--api-burst", "1") as d:
+        assert d.port is not None
+        assert (await ask(d.port, "/namespaces/frontend/drops", callers.team))[0] == 200
+        status, body = await ask(d.port, "/namespaces/frontend/drops", callers.team)
+        assert status == 429, body
+        assert "over the rate" in body["error"]
+        assert (await ask(d.port, "/namespaces/frontend/drops", callers.reader))[0] == 200
+        async with aiohttp.ClientSession() as s, s.get(f"http://127.0.0.1:{d.port}/healthz") as r:
+            assert r.status == 200
