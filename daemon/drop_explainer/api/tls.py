@@ -67,6 +67,7 @@ class ReloadingContext:
         self._current = self.context
         self.reloads = 0
         self.reload_failures = 0
+        self._last_error = ""
 
     def check(self) -> ssl.SSLContext:
         """The context for a new connection: reloaded first if the files changed since the last load."""
@@ -84,15 +85,17 @@ class ReloadingContext:
                 except (OSError, ssl.SSLError, ValueError) as exc:
                     self._failed(exc)
                     return self._current
-                self._current, self._loaded = fresh, seen
+                self._current, self._loaded, self._last_error = fresh, seen, ""
                 self.reloads += 1
                 log.info("api_tls_reloaded", extra={"cert": self.tls.cert, "reloads": self.reloads})
         return self._current
 
     def _failed(self, exc: Exception) -> None:
         self.reload_failures += 1
-        log.warning("api_tls_reload_failed", extra={"cert": self.tls.cert, "error": str(exc),
-                                                     "kept": "the previous certificate"})
+        if str(exc) != self._last_error:  # once per distinct failure, not at every handshake
+            self._last_error = str(exc)
+            log.warning("api_tls_reload_failed", extra={"cert": self.tls.cert, "error": str(exc),
+                                                         "kept": "the previous certificate"})
 
     def _on_hello(self, conn: Any, server_name: str | None, ctx: ssl.SSLContext) -> None:
         current = self.check()
