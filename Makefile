@@ -40,6 +40,7 @@ bench: $(STAMP)
 	$(PY) bench/pipeline.py
 	$(PY) bench/store.py
 	$(PY) bench/calico.py
+	$(PY) bench/api_load.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

@@ -22,7 +22,7 @@ from typing import Protocol, TypeAlias
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
-from drop_explainer.api import auth, guard, routes, server
+from drop_explainer.api import auth, costs, guard, routes, server, tls
 from drop_explainer.api.peers import Peers
 from drop_explainer.cluster import kubeapi
 from drop_explainer.cluster.enforcing import EnforcerTracker, TrackerSettings, configured_detection
@@ -73,6 +73,8 @@ class Daemon:
     reviewer: auth.Reviewer | None = None
     """TokenReview/SubjectAccessReview for the API (--auth kubernetes); None with --auth none."""
     client: kubeapi.Client | None = None
+    tls: tls.ReloadingContext | None = None
+    """The API's serving certificate, reloaded when its files change (--tls-cert); None: plaintext."""
 
 
 class ReplaySource:
@@ -238,21 +240,27 @@ async def _export_health(daemon: Daemon) -> None:
 
 
 async def _serve_api(daemon: Daemon, on_started: Callable[[Daemon], None] | None) -> None:
+    tls_on = daemon.settings.tls is not None
+    client_certs = daemon.settings.tls is not None and daemon.settings.tls.client_ca is not None
     ctx = routes.Context(engine=daemon.pipeline.engine, store=daemon.store, peers=daemon.peers,
                          registry=daemon.registry, ready=lambda: _ready(daemon), healthy=lambda: _healthy(daemon),
-                         guard=guard.middleware(daemon.reviewer, daemon.settings.auth)
+                         guard=guard.middleware(daemon.reviewer, daemon.settings.auth,
+                                                client_certs=client_certs)
                          if daemon.reviewer is not None else None,
-                         own_headers=daemon.client.endpoint.headers if daemon.client is not None else None)
+                         own_headers=daemon.client.endpoint.headers if daemon.client is not None else None,
+                         costs=costs.Costs(daemon.settings.costs, daemon.registry))
     api = routes.make_app(ctx)
     limiter = server.guarded(api, daemon.settings.api)
     runner = web.AppRunner(api, handle_signals=False, access_log=None)
     await runner.setup()
     try:
-        site = server.GuardedSite(runner, daemon.settings.listen, daemon.settings.port, limiter(runner))
+        site = server.GuardedSite(runner, daemon.settings.listen, daemon.settings.port, limiter(runner),
+                                  ssl_context=daemon.tls.context if daemon.tls is not None else None)
         daemon.registry.register(site.limiter)
         await site.start()
         daemon.port = site.bound_port
-        log.info("api_listening", extra={"address": daemon.settings.listen, "port": daemon.port})
+        log.info("api_listening", extra={"address": daemon.settings.listen, "port": daemon.port,
+                                         "scheme": "https" if tls_on else "http"})
         if on_started is not None:
             on_started(daemon)
         await asyncio.Event().wait()
@@ -341,6 +349,14 @@ def _open_store(settings: Settings, stack: contextlib.AsyncExitStack, metrics: M
     return store
 
 
+def _peers(settings: Settings, state: StateSource) -> Peers:
+    """The other instances, asked over https (their CA, our pair) when the API serves TLS."""
+    if settings.tls is None:
+        return Peers(settings.peers, settings.node_name, state.snapshot)
+    return Peers(settings.peers, settings.node_name, state.snapshot, tls=tls.ClientContext(settings.tls),
+                 server_name=settings.tls.peer_server_name)
+
+
 async def serve(settings: Settings, *, state: StateSource | None = None,
                 on_started: Callable[[Daemon], None] | None = None) -> None:
     """Build every part and run until cancelled (SIGTERM) or until a part fails."""
@@ -377,13 +393,14 @@ async def serve(settings: Settings, *, state: StateSource | None = None,
             metrics.register_admission(admission)
         radius = RadiusSink(pipeline.engine, store.update_explanation)
         pipeline.sinks.append(("blast-radius", radius))
-        peers = Peers(settings.peers, settings.node_name, state.snapshot)
+        peers = _peers(settings, state)
         source = make_source(settings, checkpoint=store)
         if not isinstance(source, ReplaySource):
             metrics.register_source(source_name(source), source.stats)
         metrics.register_not_evaluated(_not_evaluated_of(state))
         daemon = Daemon(settings, registry, metrics, store, state, pipeline, peers, source, live, events,
-                        reviewer=reviewer, client=client)
+                        reviewer=reviewer, client=client,
+                        tls=tls.ReloadingContext(settings.tls) if settings.tls is not None else None)
         if live is not None and client is not None:
             daemon.enforcer = _enforcer_tracker(settings, client, live, registry)
         log.info("daemon_starting", extra={"source": settings.source, "node": settings.node_name,

@@ -117,6 +117,19 @@ OPTIONS: tuple[Option, ...] = (
     Option("auth-group", "drop-explainer.io", "API group of --auth-resource (empty: the core group)."),
     Option("auth-peer-user", "system:serviceaccount:drop-explainer:drop-explainer",
            "The only identity whose requests may carry Impersonate-* headers (the daemon's own, in fan-out)."),
+    Option("tls-cert", "", "Serving certificate of the API (PEM, a Secret's tls.crt); with --tls-key: https only."),
+    Option("tls-key", "", "Key of --tls-cert (PEM, e.g. tls.key). Both files are reloaded when they change."),
+    Option("tls-client-ca", "", "CA file to verify client certificates with; a verified one may stand for a token."),
+    Option("tls-require-client-cert", False, "Refuse TLS clients without a certificate from --tls-client-ca.", _bool),
+    Option("tls-peer-ca", "", "CA of the other instances' serving certificates (fan-out); empty: --tls-client-ca."),
+    Option("tls-peer-server-name", "", "Name to verify in a peer's certificate (e.g. the Service's DNS name)."),
+    Option("api-rate", 5.0, "What each caller may ask per second, on average (token bucket; 0: no limit).", float),
+    Option("api-burst", 20, "Requests a caller may send at once before --api-rate applies.", int),
+    Option("api-concurrency", 1, "What-if computations at once, each in a worker thread (they share one GIL).",
+           int),
+    Option("api-fanout-concurrency", 8, "Cluster-wide questions asking the peers at once.", int),
+    Option("api-deadline", 10.0, "Seconds a request may take before it is answered 504.", float),
+    Option("whatif-cache-bytes", 16 * 1024 * 1024, "Bytes of what-if answers kept for the current state.", int),
     Option("log-format", "auto", "json, console or auto (console on a terminal)."),
     Option("log-level", "info", "debug, info, warning or error."),
 )
@@ -143,6 +156,8 @@ class PeerSettings:
     """Largest answer read from one peer."""
     inflight_bytes: int = 64 * 1024 * 1024
     """Peer answer bytes held at once across all fan-outs."""
+    scheme: str = "http"
+    """https when the API serves TLS (--tls-cert): the peers do too."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -156,6 +171,32 @@ class AuthSettings:
     resource: str = "drops"
     group: str = "drop-explainer.io"
     peer_user: str = "system:serviceaccount:drop-explainer:drop-explainer"
+
+
+@dataclass(frozen=True, slots=True)
+class ServingTls:
+    """Files of the API's TLS (api/tls.py)."""
+
+    cert: str
+    key: str
+    client_ca: str | None = None
+    require_client_cert: bool = False
+    peer_ca: str | None = None
+    """CA that signed the other instances' serving certificates (fan-out); None: client_ca."""
+    peer_server_name: str | None = None
+    """Name to verify in a peer's certificate instead of its pod IP."""
+
+
+@dataclass(frozen=True, slots=True)
+class CostSettings:
+    """What one caller, and all callers together, may cost (api/costs.py)."""
+
+    rate: float = 5.0
+    burst: int = 20
+    concurrency: int = 1
+    fanout_concurrency: int = 8
+    deadline_s: float = 10.0
+    whatif_cache_bytes: int = 16 * 1024 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -186,6 +227,35 @@ class Settings:
     auth: AuthSettings = field(default_factory=AuthSettings)
     cni: str = ""
     """Configured CNI profile (policy/profiles.py syntax); empty = detected, else the source's default."""
+    tls: ServingTls | None = None
+    """None: plaintext HTTP."""
+    costs: CostSettings = field(default_factory=CostSettings)
+
+
+def _serving_tls(v: Mapping[str, Any]) -> ServingTls | None:
+    if bool(v["tls_cert"]) != bool(v["tls_key"]):
+        raise SettingsError("--tls-cert and --tls-key go together")
+    if not v["tls_cert"]:
+        if v["tls_client_ca"] or v["tls_require_client_cert"]:
+            raise SettingsError("--tls-client-ca and --tls-require-client-cert need --tls-cert and --tls-key")
+        return None
+    if v["tls_require_client_cert"] and not v["tls_client_ca"]:
+        raise SettingsError("--tls-require-client-cert needs --tls-client-ca to verify the certificates with")
+    return ServingTls(v["tls_cert"], v["tls_key"], v["tls_client_ca"] or None, v["tls_require_client_cert"],
+                      v["tls_peer_ca"] or None, v["tls_peer_server_name"] or None)
+
+
+def _costs(v: Mapping[str, Any]) -> CostSettings:
+    if v["api_rate"] < 0 or v["api_burst"] < 1:
+        raise SettingsError("--api-rate must be >= 0 (0: no limit) and --api-burst >= 1")
+    if v["api_concurrency"] < 1 or v["api_fanout_concurrency"] < 1:
+        raise SettingsError("--api-concurrency and --api-fanout-concurrency must be at least 1")
+    if v["api_deadline"] <= 0:
+        raise SettingsError(f"--api-deadline: {v['api_deadline']} is not a positive number of seconds")
+    if v["whatif_cache_bytes"] < 0:
+        raise SettingsError("--whatif-cache-bytes must be >= 0 (0: no cache)")
+    return CostSettings(v["api_rate"], v["api_burst"], v["api_concurrency"], v["api_fanout_concurrency"],
+                        v["api_deadline"], v["whatif_cache_bytes"])
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -264,6 +334,7 @@ def from_args(args: argparse.Namespace, env: Mapping[str, str] | None = None) ->
     hubble = HubbleSettings(target=v["hubble_target"], tls=tls, verdicts=tuple(v["hubble_verdicts"]),
                             node_names=tuple(v["hubble_node_names"]), transport=v["hubble_transport"])
     node_name = v["node_name"] or env.get("NODE_NAME", "")
+    serving = _serving_tls(v)
     return Settings(
         node_name=node_name,
         source=v["source"],
@@ -281,7 +352,8 @@ def from_args(args: argparse.Namespace, env: Mapping[str, str] | None = None) ->
         events=v["events"],
         peers=PeerSettings(v["mode"], _pairs(v["peers"], "--peers", "="), v["peer_namespace"],
                            _pairs(v["peer_selector"], "--peer-selector", "="), v["port"], v["peer_timeout"],
-                           v["peer_max_bytes"], v["peer_inflight_bytes"]),
+                           v["peer_max_bytes"], v["peer_inflight_bytes"],
+                           scheme="https" if serving is not None else "http"),
         log_format=v["log_format"],
         log_level=v["log_level"],
         antrea=antrea.AntreaSettings(
@@ -296,6 +368,8 @@ def from_args(args: argparse.Namespace, env: Mapping[str, str] | None = None) ->
                           verb=v["auth_verb"], resource=v["auth_resource"], group=v["auth_group"],
                           peer_user=v["auth_peer_user"]),
         cni=v["cni"],
+        tls=serving,
+        costs=_costs(v),
     )
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 import tomllib
@@ -11,7 +12,7 @@ from typing import Any
 
 import jsonschema
 import pytest
-from deploy_support import OVERLAYS, REPO, objects, one
+from deploy_support import OVERLAYS, REPO, Tools, objects, one, render
 
 from drop_explainer.cluster import unevaluated
 
@@ -211,7 +212,8 @@ def _check_arguments(docs: list[dict[str, Any]]) -> None:
     code = ("import sys; from drop_explainer import cli, settings; "
             "a = cli.build_parser().parse_args(sys.argv[1:]); print(settings.from_args(a))")
     done = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, check=False,
-                          env={"PATH": "/usr/bin:/bin", **env, "NODE_NAME": "node-1"}, timeout=60)
+                          env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(REPO / "daemon"), **env,
+                               "NODE_NAME": "node-1"}, timeout=60)
     assert done.returncode == 0, done.stderr
 
 
@@ -221,8 +223,11 @@ def test_hubble_overlays_point_at_their_source(rendered: dict[str, list[dict[str
     assert "--hubble-target=unix:///var/run/cilium/hubble.sock" in node
     assert "--mode=daemonset" in node
     relay = _args(rendered["overlays/hubble-relay"])
-    assert "--hubble-target=hubble-relay.kube-system.svc:80" in relay
+    assert "--hubble-target=hubble-relay.kube-system.svc:443" in relay
+    assert "--hubble-tls-cert=/etc/hubble-relay-tls/tls.crt" in relay
     assert "--mode=single" in relay
+    volumes = _workload(rendered["overlays/hubble-relay"])["spec"]["template"]["spec"]["volumes"]
+    assert {"secretName": "hubble-relay-client-certs", "defaultMode": 0o440} in [v.get("secret") for v in volumes]
 
 
 def test_calico_overlays_select_their_source_and_mount_goldmane_tls(rendered: dict[str, list[dict[str, Any]]]) -> None:
@@ -266,3 +271,22 @@ def test_versions_agree(rendered: dict[str, list[dict[str, Any]]]) -> None:
             expected = None if kustomization == "grafana" else VERSION  # grafana/ is also imported alone
             assert label == expected, f"deploy/{kustomization}: {doc['kind']} {doc['metadata']['name']}: {label}"
     assert f"ARG VERSION={VERSION}" in (REPO / "Dockerfile").read_text()
+
+
+@pytest.mark.parametrize("overlay", ["hubble-node", "hubble-relay"])
+def test_the_api_tls_component_mounts_the_serving_secret_and_probes_over_https(
+        overlay: str, tools: Tools, tmp_path: Path) -> None:
+    """components/api-tls on a DaemonSet and on a Deployment: the Secret mounted, TLS flags valid, HTTPS probes."""
+    shutil.copytree(REPO / "deploy", tmp_path / "deploy")
+    (tmp_path / "with-tls").mkdir()
+    (tmp_path / "with-tls" / "kustomization.yaml").write_text(
+        f"resources: [../deploy/overlays/{overlay}]\ncomponents: [../deploy/components/api-tls]\n")
+    docs = render(tools, str(tmp_path / "with-tls"))
+    container = _container(docs)
+    assert "--tls-cert=/etc/drop-explainer/tls/tls.crt" in container["args"]
+    for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
+        assert container[probe]["httpGet"]["scheme"] == "HTTPS"
+    assert {"name": "api-tls", "mountPath": "/etc/drop-explainer/tls", "readOnly": True} in container["volumeMounts"]
+    volumes = _workload(docs)["spec"]["template"]["spec"]["volumes"]
+    assert {"name": "api-tls", "secret": {"secretName": "drop-explainer-tls", "defaultMode": 0o440}} in volumes
+    _check_arguments(docs)

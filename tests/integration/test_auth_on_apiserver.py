@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import json
 import socket
+import ssl
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -33,6 +34,8 @@ from drop_explainer.pipeline import StaticState
 from tests.daemon_support import eventually, run_settings, running
 from tests.harness import kubelet
 from tests.harness.apiserver import DAEMON_NAMESPACE, KubeApiServer
+from tests.integration.test_api_tls import Pki
+from tests.tls_support import make_cert, make_key, pem_key
 
 pytestmark = pytest.mark.apiserver
 
@@ -351,3 +354,72 @@ async def test_fan_out_answers_a_team_only_its_namespaces_from_both_peers(
                                         "Impersonate-Group": "system:serviceaccounts"})
             assert status == 200
             assert [ends(x) for x in body["drops"]] == [CROSS]
+
+
+async def test_a_client_certificate_authenticates_and_is_authorized_like_a_token(
+        kube_apiserver: KubeApiServer, callers: Callers, flows_all: Path, tmp_path: Path) -> None:
+    """Over TLS with --tls-client-ca: a certificate naming the frontend team's account sees what its token sees;
+    one naming nobody gets 403; neither certificate nor token: 401; a certificate of another CA: no handshake."""
+    pki = Pki(tmp_path)
+    pki.install(pki.issue("drop-explainer.test"))
+
+    def with_cert(cn: str, ca: tuple[str, Any] | None = None) -> ssl.SSLContext:
+        key = make_key()
+        (tmp_path / f"{cn}.crt").write_bytes(make_cert(cn, key, ca or ("Test API CA", pki.ca_key), client=True))
+        (tmp_path / f"{cn}.key").write_bytes(pem_key(key))
+        ctx = pki.client_context()
+        ctx.load_cert_chain(str(tmp_path / f"{cn}.crt"), str(tmp_path / f"{cn}.key"))
+        return ctx
+
+    async def over_tls(port: int, path: str, ctx: ssl.SSLContext, token: str | None = None) -> tuple[int, Any]:
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        async with (aiohttp.ClientSession() as s,
+                    s.get(f"https://127.0.0.1:{port}{path}?format=json", ssl=ctx, headers=headers) as r):
+            return r.status, await r.json()
+
+    team_user = f"system:serviceaccount:frontend:{callers.team_name}"
+    async with daemon(kube_apiserver, flows_all, "--tls-cert", str(pki.cert), "--tls-key", str(pki.key),
+                      "--tls-client-ca", str(pki.ca_file)) as d:
+        assert d.port is not None
+        team_ctx = with_cert(team_user)
+
+        async def team_sees() -> Any:
+            status, body = await over_tls(d.port, "/drops", team_ctx)
+            assert status == 200, body
+            return body if body["drops"] else None
+
+        body = await eventually(team_sees, timeout=60)
+        assert body, "the replayed drops were not recorded in time"
+        assert [ends(x) for x in body["drops"]] == [CROSS]
+        assert body["filtered_to_namespaces"] == ["frontend"]
+        assert body["drops"][0]["explanation"]["withheld"]["namespaces"] == ["backend"]
+        status, _ = await over_tls(d.port, "/namespaces/backend/drops", team_ctx)
+        assert status == 403
+
+        status, refused = await over_tls(d.port, "/drops", with_cert("someone-bound-to-nothing"))
+        assert status == 403, refused
+        status, refused = await over_tls(d.port, "/drops", pki.client_context())
+        assert status == 401, refused
+        assert "or a client certificate" in refused["error"]
+        # A token still works over TLS, and wins over a certificate when both are sent.
+        status, full = await over_tls(d.port, "/drops", team_ctx, callers.reader)
+        assert status == 200, full
+        assert "filtered_to_namespaces" not in full
+
+        other_key = make_key()
+        with pytest.raises((ssl.SSLError, aiohttp.ClientError)):
+            await over_tls(d.port, "/drops", with_cert("forged", ("Other CA", other_key)))
+
+
+async def test_the_rate_is_per_authenticated_user(
+        kube_apiserver: KubeApiServer, callers: Callers, flows_all: Path) -> None:
+    """Two users from the same address have their own buckets: one over the rate gets 429, the other is served."""
+    async with daemon(kube_apiserver, flows_all, "--api-rate", "0.001", "--api-burst", "1") as d:
+        assert d.port is not None
+        assert (await ask(d.port, "/namespaces/frontend/drops", callers.team))[0] == 200
+        status, body = await ask(d.port, "/namespaces/frontend/drops", callers.team)
+        assert status == 429, body
+        assert "over the rate" in body["error"]
+        assert (await ask(d.port, "/namespaces/frontend/drops", callers.reader))[0] == 200
+        async with aiohttp.ClientSession() as s, s.get(f"http://127.0.0.1:{d.port}/healthz") as r:
+            assert r.status == 200

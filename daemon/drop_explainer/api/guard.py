@@ -15,6 +15,11 @@ A peer honours those headers only when the token itself belongs to
 from anyone else they are refused with 403, so a client cannot claim to be
 someone else.
 
+Client certificates (``--tls-client-ca``, api/tls.py): a certificate the TLS
+layer verified stands for the token when none is sent, read as the API
+server reads one (CN the user, O the groups); it is then authorized like
+any other caller.
+
 With ``--auth none`` every request gets an Access that sees everything
 (the demo, tests, a port-forward on a laptop); the daemon says so at start.
 """
@@ -28,6 +33,7 @@ from urllib.parse import quote, unquote
 
 from aiohttp import typedefs, web
 
+from drop_explainer.api import tls
 from drop_explainer.api.auth import Attributes, AuthUnavailable, Caller, Reviewer, gather_bounded
 from drop_explainer.settings import AuthSettings
 
@@ -129,8 +135,18 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 Middleware = typedefs.Middleware
 
 
-def middleware(reviewer: Reviewer | None, settings: AuthSettings) -> Middleware:
-    """The aiohttp middleware; ``reviewer`` None is --auth none."""
+def _certified(request: web.Request) -> Caller | None:
+    """The caller named by a client certificate the TLS layer verified (--tls-client-ca), if any."""
+    transport = request.transport
+    return tls.certificate_caller(transport.get_extra_info("peercert") if transport is not None else None)
+
+
+def middleware(reviewer: Reviewer | None, settings: AuthSettings, *, client_certs: bool = False) -> Middleware:
+    """The aiohttp middleware; ``reviewer`` None is --auth none.
+
+    ``client_certs``: a client certificate verified against --tls-client-ca authenticates
+    (CN the user, O the groups, as the API server reads one) when no bearer token is sent.
+    """
 
     @web.middleware
     async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
@@ -140,11 +156,12 @@ def middleware(reviewer: Reviewer | None, settings: AuthSettings) -> Middleware:
             request[REQUEST_KEY] = Access()
             return await handler(request)
         token = _bearer(request)
-        if token is None:
+        certified = _certified(request) if client_certs and token is None else None
+        if token is None and certified is None:
             return _refuse(request, 401, "a bearer token is required (a service account token, "
-                           "e.g. kubectl create token NAME)")
+                           "e.g. kubectl create token NAME)" + (" or a client certificate" if client_certs else ""))
         try:
-            caller = await reviewer.authenticate(token)
+            caller = certified if token is None else await reviewer.authenticate(token)
             if caller is None:
                 return _refuse(request, 401, "the API server did not accept this token (TokenReview)")
             try:

@@ -6,6 +6,10 @@ all of them at once, with a timeout, and the answer says who was silent.
 The instances are found in the cluster state the daemon already watches
 (its own DaemonSet's pods), so discovery costs no extra API calls.
 
+With TLS on (--tls-cert) the peers are asked over https, verified against
+--tls-peer-ca (or --tls-client-ca) and --tls-peer-server-name, presenting
+our own serving pair where the peers check client certificates.
+
 Each request carries the caller (api/guard.py: our own token plus
 Impersonate-* headers), so a peer answers only what the caller may see.
 Answers are bounded in bytes: one peer's answer is read up to
@@ -20,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import ssl
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -45,8 +50,13 @@ class FanOut:
 
 
 class Peers:
-    def __init__(self, settings: PeerSettings, node_name: str, state: Callable[[], ClusterState]) -> None:
+    def __init__(self, settings: PeerSettings, node_name: str, state: Callable[[], ClusterState], *,
+                 tls: Callable[[], ssl.SSLContext] | None = None, server_name: str | None = None) -> None:
         self.settings = settings
+        self.tls = tls
+        """How to verify a peer over https (its CA, our client pair); None: plaintext or system defaults."""
+        self.server_name = server_name
+        """The name to verify in a peer's certificate instead of its pod IP."""
         self.node_name = node_name
         self._state = state
         # Each read reserves max_bytes up front: this many reads fit in the in-flight budget.
@@ -68,7 +78,7 @@ class Peers:
             if pod.node_name and pod.node_name != self.node_name and pod.ips and pod.phase == "Running":
                 ip = pod.ips[0]
                 host = f"[{ip}]" if ":" in ip else ip
-                out[pod.node_name] = f"http://{host}:{self.settings.port}"
+                out[pod.node_name] = f"{self.settings.scheme}://{host}:{self.settings.port}"
         return out
 
     async def get(self, session: aiohttp.ClientSession, node: str, path: str,
@@ -84,7 +94,11 @@ class Peers:
             async with asyncio.timeout(self.settings.timeout_s * 2):
                 await self._slots.acquire()
             try:
-                async with session.get(base + path, params=params, headers=list(headers), timeout=timeout) as resp:
+                extra: dict[str, Any] = {}
+                if base.startswith("https:"):
+                    extra = {"ssl": self.tls() if self.tls is not None else True, "server_hostname": self.server_name}
+                async with session.get(base + path, params=params, headers=list(headers), timeout=timeout,
+                                       **extra) as resp:
                     body = await self._read_capped(resp, node)
                     return resp.status, json.loads(body)
             finally:

@@ -22,10 +22,10 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
-from drop_explainer.api import guard, params, render, visibility
+from drop_explainer.api import costs, guard, params, render, visibility
 from drop_explainer.api.openapi import document
 from drop_explainer.api.params import BadRequest, DropFilter
-from drop_explainer.api.peers import PeerError, Peers
+from drop_explainer.api.peers import FanOut, PeerError, Peers
 from drop_explainer.cluster import workloads
 from drop_explainer.explain import combining, enforcement, rendering, services
 from drop_explainer.policy import queries
@@ -63,6 +63,8 @@ class Context:
     """Authentication and authorization (api/guard.py); None: every caller sees everything."""
     own_headers: Callable[[], Awaitable[dict[str, str]]] | None = None
     """The daemon's own Authorization towards its peers (its service-account token)."""
+    costs: costs.Costs | None = None
+    """Rate, concurrency, deadline and the what-if cache (api/costs.py); None: unlimited (handler unit tests)."""
 
 
 CTX = web.AppKey("ctx", Context)
@@ -89,6 +91,14 @@ def _query_store(ctx: Context, f: DropFilter, namespaces: frozenset[str] | None 
     windowed = f.since_ns is not None or f.until_ns is not None
     return [render.drop_json(r, window=(r.window_flows, r.window_connections) if windowed else None,
                              node=ctx.peers.node_name) for r in records]
+
+
+async def _fan_out(ctx: Context, path: str, query: Mapping[str, str], headers: list[tuple[str, str]]) -> FanOut:
+    """Ask every peer, in one of the bounded fan-out slots."""
+    if ctx.costs is None:
+        return await ctx.peers.fan_out(_session(ctx), path, query, headers=headers)
+    async with ctx.costs.fanout():
+        return await ctx.peers.fan_out(_session(ctx), path, query, headers=headers)
 
 
 def _session(ctx: Context) -> aiohttp.ClientSession:
@@ -151,7 +161,7 @@ async def _drops(request: web.Request, title: str, f: DropFilter, *, node: str |
             return _respond(request, body, lambda: f"{body.get('error', body)}\n", status)
         drops = body["drops"]
     else:
-        out = await ctx.peers.fan_out(_session(ctx), request.path, query, headers=headers)
+        out = await _fan_out(ctx, request.path, query, headers)
         drops = _query_store(ctx, f, allowed) + [d for ans in out.answers.values() for d in ans["drops"]]
         drops.sort(key=lambda d: d["last_seen"], reverse=True)
         drops = drops[: f.limit]
@@ -275,7 +285,7 @@ async def drop_by_id(request: web.Request) -> web.Response:
         data = visibility.redact_drop(data, visible)
         return _respond(request, data, lambda: render.drop_text(data))
     if not local:
-        out = await ctx.peers.fan_out(_session(ctx), request.path, {}, headers=await _peer_headers(ctx, access))
+        out = await _fan_out(ctx, request.path, {}, await _peer_headers(ctx, access))
         if out.answers:
             found: dict[str, Any] = (await _visible_drops(request, [next(iter(out.answers.values()))]))[0]
             return _respond(request, found, lambda: render.drop_text(found))
@@ -290,7 +300,6 @@ async def whatif(request: web.Request) -> web.Response:
         query = queries.parse_query(asked)
         engine = _ctx(request).engine()
         conn = queries.connection(engine.state, query)
-        expl = services.explain(engine, conn)
     except queries.AmbiguousQuery as exc:
         return _error(request, 409, str(exc), candidates=exc.candidates)
     except queries.BadQuery as exc:
@@ -301,14 +310,27 @@ async def whatif(request: web.Request) -> web.Response:
     if visible is not None and not (set(ends) & visible):
         return _error(request, 403, "you may ask what-if only about a connection with an end in a namespace you "
                       "may see" + (f" (asked: {', '.join(sorted(set(ends)))})" if ends else ""))
-    data = services.answer_json(query, conn, expl)
-    data = enforcement.label_answer(data, engine.state.enforcer)
+
+    def compute() -> costs.Answer:
+        expl = services.explain(engine, conn)
+        data = enforcement.label_answer(services.answer_json(query, conn, expl), engine.state.enforcer)
+        return data, rendering.explanation_text(expl)
+
+    limits = _ctx(request).costs
+    try:
+        if limits is None:
+            data, text = compute()
+        else:
+            key = tuple(sorted((k, v) for k, v in request.query.items() if k not in params.COMMON))
+            data, text = await limits.whatif(engine.state.generation, key, compute)
+    except queries.BadQuery as exc:  # e.g. a port the Service does not have
+        raise BadRequest(str(exc)) from None
     shown = visibility.redact_whatif(data, visible)
     if shown is None:
         return _error(request, 403, "you may not see either end of this connection")
     if "withheld" in shown:
         return _respond(request, shown, lambda: visibility.text(shown["explanation"]))
-    return _respond(request, data, lambda: rendering.explanation_text(expl))
+    return _respond(request, data, lambda: text)
 
 
 async def healthz(request: web.Request) -> web.Response:
@@ -375,6 +397,8 @@ ROUTES: Mapping[str, Callable[[web.Request], Awaitable[web.Response]]] = {
 
 def make_app(ctx: Context) -> web.Application:
     middlewares: list[guard.Middleware] = [errors] if ctx.guard is None else [errors, ctx.guard]
+    if ctx.costs is not None:
+        middlewares.append(ctx.costs.middleware())  # after the guard: it names the caller
     app = web.Application(middlewares=middlewares, client_max_size=64 * 1024)
     app[CTX] = ctx
     for path, handler in ROUTES.items():

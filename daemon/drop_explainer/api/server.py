@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+import ssl
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
@@ -248,19 +249,23 @@ def quiet_client_errors() -> None:
 class GuardedSite(web.BaseSite):
     """A TCP site whose connections go through a ConnectionLimiter (web.TCPSite otherwise)."""
 
-    def __init__(self, runner: web.AppRunner, host: str, port: int, limiter: ConnectionLimiter) -> None:
+    def __init__(self, runner: web.AppRunner, host: str, port: int, limiter: ConnectionLimiter, *,
+                 ssl_context: ssl.SSLContext | None = None) -> None:
         super().__init__(runner)
         self._host, self._port, self.limiter = host, port, limiter
+        self._ssl = ssl_context
         self.bound_port: int | None = None
 
     @property
     def name(self) -> str:
-        return f"http://{self._host}:{self.bound_port or self._port}"
+        scheme = "https" if self._ssl is not None else "http"
+        return f"{scheme}://{self._host}:{self.bound_port or self._port}"
 
     async def start(self) -> None:
         await super().start()
         server = await asyncio.get_running_loop().create_server(self.limiter, self._host, self._port,
-                                                                reuse_address=True, backlog=self._backlog)
+                                                                reuse_address=True, backlog=self._backlog,
+                                                                ssl=self._ssl)
         self._server = server
         self.bound_port = server.sockets[0].getsockname()[1] if server.sockets else self._port
 
