@@ -42,8 +42,9 @@ pytestmark = pytest.mark.apiserver
 REPO = Path(__file__).resolve().parents[2]
 INCIDENT = demo.incident_dir()
 FLOWS = INCIDENT / "hubble-flows.jsonl"
-CROSS = ("frontend/pod-a", "backend/pod-b")
-PROBE = ("172.18.0.12", "backend/pod-b")
+# Signatures name workloads (pod-b's is its ReplicaSet, as the incident's pod carries no pod-template-hash).
+CROSS = ("frontend/pod-a", "backend/backend-7d4b9c")
+PROBE = ("172.18.0.12", "backend/backend-7d4b9c")
 
 
 def _shipped_rbac() -> list[dict[str, Any]]:

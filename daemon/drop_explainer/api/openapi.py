@@ -112,14 +112,16 @@ _ERROR = {"type": "object", "required": ["error"], "properties": {
     "candidates": {"type": "array", "items": _STR, "description": "With 409: the namespaces holding the name."}}}
 ERRORS = {400: "Invalid input; the reason is given.", 404: "Not found (also: a path no route matches).",
           409: "Ambiguous pod name; candidates are listed.", 500: "Internal error; the daemon's log has the details.",
-          502: "The instance holding the answer did not answer."}
+          502: "The instance holding the answer did not answer.",
+          429: "Over the caller's rate (--api-rate, --api-burst); the Retry-After header says when to ask again.",
+          504: "No answer within the request deadline (--api-deadline)."}
 _TEXT = {"text/plain": {"schema": _STR}}
 
 
 def _answers(schema: str, *codes: int) -> dict[str, Any]:
     out: dict[str, Any] = {"200": {"description": "OK", "content": {
         "application/json": {"schema": {"$ref": f"#/components/schemas/{schema}"}}, **_TEXT}}}
-    for code in sorted({*codes, 400, 404, 500}):
+    for code in sorted({*codes, 400, 404, 429, 500, 504}):
         out[str(code)] = {"$ref": f"#/components/responses/E{code}"}
     return out
 
@@ -129,11 +131,13 @@ def _get(summary: str, parameters: list[dict[str, Any]], schema: str, *codes: in
                     "responses": _answers(schema, *codes)}}
 
 
-def _probe(summary: str, ok: str, bad: str | None) -> dict[str, Any]:
+def _probe(summary: str, ok: str, bad: str | None, *, rated: bool = False) -> dict[str, Any]:
     out: dict[str, Any] = {"200": {"description": ok, "content": _TEXT}}
     if bad is not None:
         out["503"] = {"description": bad, "content": _TEXT}
     out |= {"404": {"$ref": "#/components/responses/E404"}, "500": {"$ref": "#/components/responses/E500"}}
+    if rated:  # /healthz and /readyz are never rate-limited: the kubelet must always get an answer
+        out |= {"429": {"$ref": "#/components/responses/E429"}, "504": {"$ref": "#/components/responses/E504"}}
     return {"get": {"summary": summary, "responses": out}}
 
 
@@ -205,7 +209,7 @@ def document() -> dict[str, Any]:
             "/healthz": _probe("Liveness: 503 when a watch, the flow source or the store is failing", "healthy",
                                "unhealthy; the reason is given"),
             "/readyz": _probe("Readiness: 503 until every kind of object has synced once", "ready", "syncing"),
-            "/metrics": _probe("Prometheus metrics (text exposition format)", "the metrics", None),
+            "/metrics": _probe("Prometheus metrics (text exposition format)", "the metrics", None, rated=True),
             "/openapi.json": {"get": {"summary": "This document", "responses": {
                 "200": {"description": "OpenAPI 3.1", "content": {"application/json": {"schema": {"type": "object"}}}},
                 "404": {"$ref": "#/components/responses/E404"}, "500": {"$ref": "#/components/responses/E500"}}}},
