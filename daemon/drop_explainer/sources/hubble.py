@@ -163,6 +163,10 @@ class HubbleSource:
         return self._adapter.request(self._loop.peek_resume())
 
 
+ACCEPT_CHUNK = 128
+"""Messages decoded and normalised between two yields to the event loop (~1 ms of work)."""
+
+
 class HubbleAdapter:
     """One GetFlows call over either transport, fed into the resumable loop."""
 
@@ -207,7 +211,12 @@ class HubbleAdapter:
         async with call:
             intake.connected()
             async for batch in call.messages():
-                self._accept(batch, intake)
+                # One read can hold thousands of messages (a flood, a resume's replay); decoding them
+                # all in one go would hold the event loop (and /healthz) for tens of milliseconds.
+                for start in range(0, len(batch), ACCEPT_CHUNK):
+                    if start:
+                        await asyncio.sleep(0)
+                    self._accept(batch[start:start + ACCEPT_CHUNK], intake)
 
     async def _read_grpcio(self, request: observer_pb2.GetFlowsRequest, intake: resuming.Intake) -> None:
         s = self.settings
