@@ -14,7 +14,7 @@ import jsonschema
 import pytest
 from deploy_support import OVERLAYS, REPO, Tools, objects, one, render
 
-from drop_explainer.cluster import unevaluated
+from drop_explainer.cluster import kubeapi, unevaluated
 
 K8S_VERSION = "1.36.0"
 """The Kubernetes version of the API-server harness (scripts/build-k8s-binaries.sh)."""
@@ -77,13 +77,24 @@ def test_custom_resources_match_their_crd_fields(rendered: dict[str, list[dict[s
     assert seen == set(CRD_SCHEMAS.values())
 
 
-def test_rbac_is_read_only_on_five_kinds_and_writes_only_events(rendered: dict[str, list[dict[str, Any]]]) -> None:
+def _group_resource(path: str) -> tuple[str, str]:
+    """("", "pods") for /api/v1/pods, ("discovery.k8s.io", "endpointslices") for /apis/discovery.k8s.io/v1/..."""
+    parts = path.strip("/").split("/")
+    return ("", parts[2]) if parts[0] == "api" else (parts[1], parts[3])
+
+
+def test_rbac_is_read_only_on_six_kinds_and_writes_only_events(rendered: dict[str, list[dict[str, Any]]]) -> None:
     """The ClusterRole grants exactly what the daemon calls, and nothing on secrets."""
     role = one(rendered["base"], "ClusterRole", "drop-explainer")
     granted = {(group, resource, verb) for rule in role["rules"] for group in rule["apiGroups"]
                for resource in rule["resources"] for verb in rule["verbs"]}
-    read = {(g, r, v) for g, r in (("", "namespaces"), ("", "pods"), ("", "nodes"), ("", "services"),
-                                    ("networking.k8s.io", "networkpolicies")) for v in ("get", "list", "watch")}
+    # Every kind the daemon watches (cluster/kubeapi.py RESOURCES) is listed and watched.
+    watched = {(*_group_resource(r.path), v) for r in kubeapi.RESOURCES for v in ("list", "watch")}
+    assert ("discovery.k8s.io", "endpointslices", "list") in watched
+    assert watched <= granted
+    # get on the five core kinds (sinks/events.py gets one pod; kubectl-style reads), not on EndpointSlices.
+    read = watched | {(g, r, "get") for g, r in (("", "namespaces"), ("", "pods"), ("", "nodes"), ("", "services"),
+                                                 ("networking.k8s.io", "networkpolicies"))}
     events = {("", "events", v) for v in ("create", "patch", "get")}
     # Enforcer detection (cluster/enforcer.py): list workloads and CRDs, get two CNI ConfigMaps by name.
     detection = {("apps", "daemonsets", "list"), ("apps", "deployments", "list"),

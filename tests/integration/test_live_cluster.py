@@ -49,6 +49,7 @@ RULES: dict[str, list[dict[str, Any]]] = {
     ROLE: [
         {"apiGroups": [""], "resources": ["namespaces", "pods", "services"], "verbs": READ},
         {"apiGroups": ["networking.k8s.io"], "resources": ["networkpolicies"], "verbs": READ},
+        {"apiGroups": ["discovery.k8s.io"], "resources": ["endpointslices"], "verbs": ["list", "watch"]},
         {"apiGroups": [""], "resources": ["events"], "verbs": ["create", "patch", "get"]},
     ],
     # Separate, so a test can take it away and give it back.
