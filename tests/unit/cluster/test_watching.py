@@ -486,3 +486,35 @@ def test_missing_kubeconfig_is_a_config_error(tmp_path: Path) -> None:
     """A kubeconfig path that does not exist is reported as such."""
     with pytest.raises(kubeapi.KubeConfigError):
         kubeapi.load_endpoint(tmp_path / "nope")
+
+
+# ---- the one-shot read of the CLI -----------------------------------------------------------
+
+
+def forbidden(resource: str, group: str) -> bytes:
+    """The 403 Status the API server answers a list RBAC does not allow."""
+    return json.dumps({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "Forbidden", "code": 403,
+                       "message": f'{resource}.{group} is forbidden: User "u" cannot list resource "{resource}" in '
+                                  f'API group "{group}" at the cluster scope'}).encode()
+
+
+async def test_cli_read_goes_on_without_endpoint_slices_it_may_not_list(api: FakeApiServer) -> None:
+    """A kubectl user without EndpointSlices gets a state (backends then come from selectors); no slices in it."""
+    api.script_sync()
+    api.lists[PATHS["EndpointSlice"]].clear()
+    api.lists[PATHS["EndpointSlice"]].append(Reply(403, forbidden("endpointslices", "discovery.k8s.io")))
+    state = await kubeapi.fetch_state(kubeapi.Endpoint.with_token(api.url, "t0ken"), page_size=2)
+    assert state.pods
+    assert state.services
+    assert not state.endpoint_slices
+    assert len(api.list_requests("EndpointSlice")) == 1
+
+
+async def test_cli_read_fails_on_a_kind_the_engine_cannot_do_without(api: FakeApiServer) -> None:
+    """Pods forbidden is not a state to answer from: the read fails, naming the 403."""
+    api.script_sync()
+    api.lists[PATHS["Pod"]].clear()
+    api.lists[PATHS["Pod"]].append(Reply(403, forbidden("pods", "")))
+    with pytest.raises(kubeapi.KubeApiError) as caught:
+        await kubeapi.fetch_state(kubeapi.Endpoint.with_token(api.url, "t0ken"), page_size=2)
+    assert caught.value.status == 403
