@@ -30,8 +30,9 @@ ENV PATH=/opt/drop-explainer/bin:$PATH \
 # The store's default directory, writable by the runtime user when no volume
 # is mounted there (the manifests always mount one).
 RUN mkdir -p /var/lib/drop-explainer && chown 65532:65532 /var/lib/drop-explainer
-# Non-root by default (the distroless "nonroot" uid); the node overlays that
-# must open root-owned sockets set runAsUser 0 with every capability dropped.
+# Non-root by default (the distroless "nonroot" uid); only the hubble-node
+# overlay, whose socket only root may open by default, sets runAsUser 0 with
+# every capability dropped (its manifest says why).
 USER 65532:65532
 WORKDIR /var/lib/drop-explainer
 EXPOSE 8080

@@ -14,7 +14,7 @@ import jsonschema
 import pytest
 from deploy_support import OVERLAYS, REPO, Tools, objects, one, render
 
-from drop_explainer.cluster import unevaluated
+from drop_explainer.cluster import kubeapi, unevaluated
 
 K8S_VERSION = "1.36.0"
 """The Kubernetes version of the API-server harness (scripts/build-k8s-binaries.sh)."""
@@ -24,7 +24,15 @@ CRD_SCHEMAS = {
     ("cilium.io/v2", "CiliumNetworkPolicy"): "ciliumnetworkpolicy",
 }
 NODE_OVERLAYS = ("hubble-node", "calico-node")
-"""DaemonSets with hostPath sockets, which run as uid 0 with no capabilities."""
+"""DaemonSets with hostPath volumes: their namespace cannot enforce restricted (or baseline)."""
+ROOT_OVERLAYS = ("hubble-node",)
+"""Run as uid 0 with no capabilities: the Hubble socket's group is not known in advance (its manifest says why)."""
+RESTRICTED_CONTAINER = {"allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True, "privileged": False,
+                        "capabilities": {"drop": ["ALL"]}}
+STORE_OWNER = {"runAsNonRoot": False, "runAsUser": 0, "runAsGroup": 0, "allowPrivilegeEscalation": False,
+               "readOnlyRootFilesystem": True, "privileged": False,
+               "capabilities": {"drop": ["ALL"], "add": ["CHOWN"]}}
+"""The DaemonSets' init container: root with CAP_CHOWN only, to hand the hostPath directories to 65532."""
 CALICO_OVERLAYS = ("calico-node", "calico-goldmane")
 """Pending the Calico source (issue 8)."""
 VERSION = tomllib.loads((REPO / "pyproject.toml").read_text(encoding="utf-8"))["project"]["version"]
@@ -77,13 +85,24 @@ def test_custom_resources_match_their_crd_fields(rendered: dict[str, list[dict[s
     assert seen == set(CRD_SCHEMAS.values())
 
 
-def test_rbac_is_read_only_on_five_kinds_and_writes_only_events(rendered: dict[str, list[dict[str, Any]]]) -> None:
+def _group_resource(path: str) -> tuple[str, str]:
+    """("", "pods") for /api/v1/pods, ("discovery.k8s.io", "endpointslices") for /apis/discovery.k8s.io/v1/..."""
+    parts = path.strip("/").split("/")
+    return ("", parts[2]) if parts[0] == "api" else (parts[1], parts[3])
+
+
+def test_rbac_is_read_only_on_six_kinds_and_writes_only_events(rendered: dict[str, list[dict[str, Any]]]) -> None:
     """The ClusterRole grants exactly what the daemon calls, and nothing on secrets."""
     role = one(rendered["base"], "ClusterRole", "drop-explainer")
     granted = {(group, resource, verb) for rule in role["rules"] for group in rule["apiGroups"]
                for resource in rule["resources"] for verb in rule["verbs"]}
-    read = {(g, r, v) for g, r in (("", "namespaces"), ("", "pods"), ("", "nodes"), ("", "services"),
-                                    ("networking.k8s.io", "networkpolicies")) for v in ("get", "list", "watch")}
+    # Every kind the daemon watches (cluster/kubeapi.py RESOURCES) is listed and watched.
+    watched = {(*_group_resource(r.path), v) for r in kubeapi.RESOURCES for v in ("list", "watch")}
+    assert ("discovery.k8s.io", "endpointslices", "list") in watched
+    assert watched <= granted
+    # get on the five core kinds (sinks/events.py gets one pod; kubectl-style reads), not on EndpointSlices.
+    read = watched | {(g, r, "get") for g, r in (("", "namespaces"), ("", "pods"), ("", "nodes"), ("", "services"),
+                                                 ("networking.k8s.io", "networkpolicies"))}
     events = {("", "events", v) for v in ("create", "patch", "get")}
     # Enforcer detection (cluster/enforcer.py): list workloads and CRDs, get two CNI ConfigMaps by name.
     detection = {("apps", "daemonsets", "list"), ("apps", "deployments", "list"),
@@ -115,9 +134,8 @@ def test_workload_is_hardened_pinned_and_probed(overlay: str, rendered: dict[str
     c = _container(docs)
     assert c["image"] == IMAGE
     assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
-    assert c["securityContext"] == {"allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True,
-                                    "privileged": False, "capabilities": {"drop": ["ALL"]}}
-    if overlay in NODE_OVERLAYS:  # root-owned sockets; owner permissions suffice, no capability
+    assert c["securityContext"] == RESTRICTED_CONTAINER
+    if overlay in ROOT_OVERLAYS:  # a socket only root may open by default; owner permissions suffice
         assert (pod["securityContext"]["runAsUser"], pod["securityContext"]["runAsNonRoot"]) == (0, False)
     else:
         assert (pod["securityContext"]["runAsUser"], pod["securityContext"]["runAsNonRoot"]) == (65532, True)
@@ -173,6 +191,59 @@ def test_node_overlays_run_everywhere_with_their_sockets(rendered: dict[str, lis
         namespace = one(docs, "Namespace")["metadata"]["labels"]
         assert namespace["pod-security.kubernetes.io/enforce"] == "privileged", "hostPath needs it"
         assert namespace["pod-security.kubernetes.io/warn"] == "restricted"
+        assert namespace["pod-security.kubernetes.io/audit"] == "restricted"
+        # The store-owner init container hands every writable hostPath directory to the explainer's uid.
+        (init,) = pod["initContainers"]
+        writable = sorted(m["mountPath"] for m in _container(docs)["volumeMounts"]
+                          if m["mountPath"] in host_paths and not m.get("readOnly", False))
+        assert init["command"] == ["chown", "-R", "65532:65532", *writable]
+        assert sorted(m["mountPath"] for m in init["volumeMounts"]) == writable
+
+
+def _workloads(docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [d for d in docs if d["kind"] in ("DaemonSet", "Deployment", "StatefulSet", "Job", "CronJob", "Pod")]
+
+
+def test_every_rendered_workload_is_as_restricted_as_its_volumes_allow(
+        rendered: dict[str, list[dict[str, Any]]]) -> None:
+    """Every container of every rendered workload: seccomp RuntimeDefault, no escalation, read-only root, no
+    capabilities, non-root (uid 65532) except where the manifest says why not; restricted enforced where possible.
+
+    Pod Security "restricted" forbids hostPath volumes, so the node overlays' namespace enforces privileged
+    and says why; every other namespace of ours enforces restricted.
+    """
+    seen = 0
+    for kustomization, docs in rendered.items():
+        for workload in _workloads(docs):
+            seen += 1
+            name = kustomization.removeprefix("overlays/")
+            pod = workload["spec"]["template"]["spec"]
+            assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}, kustomization
+            assert pod.get("hostNetwork", False) is False
+            assert pod.get("hostPID", False) is False
+            uid = (0, False) if name in ROOT_OVERLAYS else (65532, True)
+            assert (pod["securityContext"]["runAsUser"], pod["securityContext"]["runAsNonRoot"]) == uid, name
+            assert pod["securityContext"]["runAsGroup"] == uid[0]
+            for c in pod["containers"]:
+                assert c["securityContext"] == RESTRICTED_CONTAINER, f"{kustomization}: {c['name']}"
+            for c in pod.get("initContainers", []):
+                assert (c["name"], c["securityContext"]) == ("store-owner", STORE_OWNER), kustomization
+            host_path = any("hostPath" in v for v in pod.get("volumes", []))
+            assert host_path == (name in NODE_OVERLAYS), kustomization
+            namespace = one(docs, "Namespace")["metadata"]["labels"]
+            level = "privileged" if host_path else "restricted"
+            assert namespace["pod-security.kubernetes.io/enforce"] == level, kustomization
+    assert seen == len(OVERLAYS)
+    assert one(rendered["base"], "Namespace")["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == \
+        "restricted"
+    # Where the manifest lowers the level or keeps root, it says why.
+    for overlay in NODE_OVERLAYS:
+        text = (REPO / "deploy" / "overlays" / overlay / "namespace.yaml").read_text(encoding="utf-8")
+        assert "hostPath" in text
+        assert "restricted" in text
+    hubble = (REPO / "deploy" / "overlays" / "hubble-node" / "daemonset.yaml").read_text(encoding="utf-8")
+    assert "Why uid 0" in hubble
+    assert "supplementalGroups" in hubble
 
 
 def test_single_instance_overlays_keep_their_store_on_a_volume(rendered: dict[str, list[dict[str, Any]]]) -> None:

@@ -7,6 +7,8 @@ Fixtures:
   kube_apiserver                     etcd + kube-apiserver as in production (watch cache on)
   kube_apiserver_without_watch_cache a second pair with --watch-cache=false, where
                                      compact_etcd() alone makes old watches get 410
+  kube_apiserver_with_endpoints      a pair whose apiserver maintains default/kubernetes's
+                                     Endpoints and EndpointSlice itself (lease reconciler)
   admin_api_client / daemon_api_client  `kubernetes` ApiClients for kube_apiserver
 
 Why a hard failure instead of a skip when the build or start fails: a silent
@@ -22,12 +24,15 @@ import pytest
 
 from tests.harness.apiserver import HarnessError, KubeApiServer, build_binaries
 
+ADVERTISED_ADDRESS = "192.0.2.1"
+"""What kube_apiserver_with_endpoints advertises (and so writes into default/kubernetes's EndpointSlice)."""
+
 if TYPE_CHECKING:
     from pathlib import Path
 
     from kubernetes.client import ApiClient
 
-_SERVER_FIXTURES = frozenset({"kube_apiserver", "kube_apiserver_without_watch_cache"})
+_SERVER_FIXTURES = frozenset({"kube_apiserver", "kube_apiserver_without_watch_cache", "kube_apiserver_with_endpoints"})
 _BUILD_KEY = pytest.StashKey["Path | HarnessError"]()
 
 
@@ -66,8 +71,9 @@ def _bin_dir(config: pytest.Config) -> Path:
     return built
 
 
-def _serve(config: pytest.Config, workdir: Path, *, watch_cache: bool) -> Iterator[KubeApiServer]:
-    server = KubeApiServer(_bin_dir(config), workdir, watch_cache=watch_cache)
+def _serve(config: pytest.Config, workdir: Path, *, watch_cache: bool,
+           extra_args: tuple[str, ...] = ()) -> Iterator[KubeApiServer]:
+    server = KubeApiServer(_bin_dir(config), workdir, watch_cache=watch_cache, extra_apiserver_args=extra_args)
     try:
         server.start()
     except HarnessError as exc:
@@ -98,6 +104,22 @@ def kube_apiserver_without_watch_cache(
     watches into 410 Gone without a restart. Note: no BOOKMARK events here.
     """
     yield from _serve(pytestconfig, tmp_path_factory.mktemp("kube-apiserver-nocache"), watch_cache=False)
+
+
+@pytest.fixture(scope="session")
+def kube_apiserver_with_endpoints(
+    pytestconfig: pytest.Config, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[KubeApiServer]:
+    """A pair whose kube-apiserver keeps default/kubernetes's Endpoints and EndpointSlice, as in a cluster.
+
+    Why a separate server: the shared one runs --endpoint-reconciler-type=none,
+    because 127.0.0.1 is not a valid endpoint address. Here the apiserver
+    advertises ADVERTISED_ADDRESS (TEST-NET-1, never routed; it still binds
+    127.0.0.1 only) and its lease reconciler writes that address and its
+    secure port into the EndpointSlice, exactly as it does on a real control plane.
+    """
+    yield from _serve(pytestconfig, tmp_path_factory.mktemp("kube-apiserver-endpoints"), watch_cache=True,
+                      extra_args=(f"--advertise-address={ADVERTISED_ADDRESS}", "--endpoint-reconciler-type=lease"))
 
 
 @pytest.fixture

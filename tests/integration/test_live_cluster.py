@@ -49,6 +49,7 @@ RULES: dict[str, list[dict[str, Any]]] = {
     ROLE: [
         {"apiGroups": [""], "resources": ["namespaces", "pods", "services"], "verbs": READ},
         {"apiGroups": ["networking.k8s.io"], "resources": ["networkpolicies"], "verbs": READ},
+        {"apiGroups": ["discovery.k8s.io"], "resources": ["endpointslices"], "verbs": ["list", "watch"]},
         {"apiGroups": [""], "resources": ["events"], "verbs": ["create", "patch", "get"]},
     ],
     # Separate, so a test can take it away and give it back.
@@ -339,11 +340,11 @@ async def test_live_state_syncs_then_follows_create_update_delete_of_every_kind(
 
 
 async def test_ready_only_after_every_kind_has_synced(kube_apiserver: KubeApiServer, admin: ApiClient) -> None:
-    """Without RBAC on nodes four kinds sync but the state is not ready; granting it makes it ready."""
+    """Without RBAC on nodes every other kind syncs but the state is not ready; granting it makes it ready."""
     await off_loop(unbind, admin, NODES_ROLE)
     try:
         async with running_live_state(daemon_endpoint(kube_apiserver)) as run:
-            await eventually(lambda: sum(run.state.synced.values()) == 4)
+            await eventually(lambda: sum(run.state.synced.values()) == len(live.KINDS) - 1)
             await eventually(lambda: run.state.disconnected_since["Node"] is not None)
             assert not run.state.ready
             assert not run.state.synced["Node"]
@@ -355,20 +356,34 @@ async def test_ready_only_after_every_kind_has_synced(kube_apiserver: KubeApiSer
         await off_loop(bind, admin, NODES_ROLE)
 
 
+def web_slice(name: str, ns: str, *, b_ready: bool) -> dict[str, Any]:
+    """An EndpointSlice of Service web over pods a (ready) and b, as the EndpointSlice controller writes it."""
+    return {"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice", "addressType": "IPv4",
+            "metadata": {"name": name, "labels": {"kubernetes.io/service-name": "web"}},
+            "ports": [{"name": "", "port": 80, "protocol": "TCP"}],
+            "endpoints": [{"addresses": ["10.251.0.1"], "conditions": {"ready": True}},
+                          {"addresses": ["10.251.0.2"], "conditions": {"ready": b_ready}}]}
+
+
 async def test_compaction_during_a_partition_forces_410_and_the_relist_misses_nothing(
         kube_apiserver_without_watch_cache: KubeApiServer, caplog: pytest.LogCaptureFixture) -> None:
-    """Changes made while the watch was cut and then compacted away are all found by the relist."""
+    """Changes made while the watch was cut and then compacted away are all found by the relist.
+
+    EndpointSlices included: one changed (a backend no longer ready) and one deleted in the gap.
+    """
     caplog.set_level(logging.INFO, logger="drop_explainer.cluster.watching")
     server = kube_apiserver_without_watch_cache
     relay = Relay(server.port)
     await relay.start()
     with admin_of(server) as admin:
-        core, net = client.CoreV1Api(admin), client.NetworkingV1Api(admin)
+        core, net, discovery = client.CoreV1Api(admin), client.NetworkingV1Api(admin), client.DiscoveryV1Api(admin)
         ns, node = unique("gap"), unique("node")
         await off_loop(ensure_namespace, core, ns)
         await off_loop(create_node, core, node, "192.0.2.60", ["10.251.0.0/24"])
         for name, ip in (("a", "10.251.0.1"), ("b", "10.251.0.2")):
             await off_loop(create_pod, core, ns, name, node_name=node, pod_ip=ip, host_ip="192.0.2.60")
+        for name, b_ready in (("web-1", True), ("web-2", True)):
+            await off_loop(discovery.create_namespaced_endpoint_slice, ns, web_slice(name, ns, b_ready=b_ready))
         endpoint = dataclasses.replace(daemon_endpoint(server), base_url=f"https://127.0.0.1:{relay.port}")
         try:
             async with running_live_state(endpoint) as run:
@@ -383,14 +398,25 @@ async def test_compaction_during_a_partition_forces_410_and_the_relist_misses_no
                 await off_loop(create_pod, core, ns, "c", node_name=node, pod_ip="10.251.0.3", host_ip="192.0.2.60")
                 pol: Any = {"metadata": {"name": "deny"}, "spec": {"podSelector": {}}}
                 await off_loop(net.create_namespaced_network_policy, ns, pol)
+                await off_loop(discovery.replace_namespaced_endpoint_slice, "web-1", ns,
+                               web_slice("web-1", ns, b_ready=False))
+                await off_loop(discovery.delete_namespaced_endpoint_slice, "web-2", ns)
                 await off_loop(server.compact_etcd)
                 await relay.start()
 
+                def slice_ready() -> list[bool]:
+                    found = run.state.snapshot().endpoint_slices.get(f"{ns}/web-1")
+                    return [e.ready for e in found.endpoints] if found is not None else []
+
                 await eventually(lambda: {f"{ns}/a", f"{ns}/c"} <= set(run.state.snapshot().pods)
                                  and f"{ns}/b" not in run.state.snapshot().pods
-                                 and f"{ns}/deny" in run.state.snapshot().policies)
+                                 and f"{ns}/deny" in run.state.snapshot().policies
+                                 and slice_ready() == [True, False]
+                                 and f"{ns}/web-2" not in run.state.snapshot().endpoint_slices)
                 assert f"{ns}/b" in run.deleted
-                assert any(r.message == "watch_expired" and getattr(r, "kind", "") == "Pod" for r in caplog.records)
+                for kind in ("Pod", "EndpointSlice"):
+                    assert any(r.message == "watch_expired" and getattr(r, "kind", "") == kind
+                               for r in caplog.records), kind
                 assert [(c.change, c.key) for c in run.state.policy_changes(gap_started)] == [
                     ("ADDED", f"{ns}/deny")]
         finally:

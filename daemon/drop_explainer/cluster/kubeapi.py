@@ -84,8 +84,13 @@ RESOURCES: Final = (
     Resource("Node", "/api/v1/nodes", namespaced=False),
     Resource("Service", "/api/v1/services", namespaced=True),
     Resource("NetworkPolicy", "/apis/networking.k8s.io/v1/networkpolicies", namespaced=True),
+    # A Service's ready backends as the datapath uses them (readiness, named targetPorts resolved), and the
+    # addresses and port of default/kubernetes (the API server on 6443, not the Service's 443): fixes use them.
+    Resource("EndpointSlice", "/apis/discovery.k8s.io/v1/endpointslices", namespaced=True),
 )
 RESOURCE_BY_KIND: Final = {r.kind: r for r in RESOURCES}
+OPTIONAL_FOR_CLI: Final = frozenset({"EndpointSlice"})
+"""Kinds the one-shot CLI read goes on without when it may not list them (the daemon's RBAC has them)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -326,17 +331,30 @@ async def fetch_state(endpoint: Endpoint, *, page_size: int = 500) -> ClusterSta
     objs: list[object] = []
     async with Client(endpoint) as client:
         for resource in RESOURCES:
-            async for page in client.list_pages(resource.path, limit=page_size):
-                for raw in page.items:
-                    try:
-                        objs.append(parse_object(resource, raw))
-                    except ObjectError as exc:
-                        # The API server accepted it, so the fault is ours: say so, go on without it.
-                        log.warning("object_skipped", extra={"object": exc.obj, "field": exc.field,
-                                                             "reason": exc.reason})
+            try:
+                objs.extend(await _list_kind(client, resource, page_size))
+            except KubeApiError as exc:
+                if resource.kind not in OPTIONAL_FOR_CLI or exc.status not in (403, 404):
+                    raise
+                # A kubectl user may read Services but not EndpointSlices: answers then take
+                # backends from the selector and say so (readiness unknown), never fail.
+                log.warning("list_skipped", extra={"kind": resource.kind, "status": exc.status,
+                                                   "detail": exc.message})
         found = await inventory.fetch_inventory(client, page_size=page_size)
         antrea = await inventory.fetch_not_evaluated(client, found)
     return with_detection(ClusterState.build(objs), found).with_not_evaluated(antrea)
+
+
+async def _list_kind(client: Client, resource: Resource, page_size: int) -> list[object]:
+    objs: list[object] = []
+    async for page in client.list_pages(resource.path, limit=page_size):
+        for raw in page.items:
+            try:
+                objs.append(parse_object(resource, raw))
+            except ObjectError as exc:
+                # The API server accepted it, so the fault is ours: say so, go on without it.
+                log.warning("object_skipped", extra={"object": exc.obj, "field": exc.field, "reason": exc.reason})
+    return objs
 
 
 def with_detection(state: ClusterState, objects: enforcer.Inventory) -> ClusterState:

@@ -7,11 +7,14 @@ changes are folded in at most every ``min_interval_s`` (a burst of pod churn
 costs one rebuild, not one per event), and the first complete snapshot is
 published at once.
 
-What each DaemonSet instance watches: all five kinds, cluster-wide. A drop
+What each DaemonSet instance watches: all six kinds, cluster-wide. A drop
 seen on this node has one local endpoint; the peer (the source of an ingress
 drop, the destination of an egress drop) may be on any node, and the verdict
 depends on its labels and namespace, so pods are needed cluster-wide; nodes
-explain host and probe traffic, services resolve ClusterIPs. The cost is one
+explain host and probe traffic, services resolve ClusterIPs, and their
+EndpointSlices say which backends are ready (without them a Service's
+backends are guessed from its selector, readiness unknown) and where the API
+server really listens (default/kubernetes: its addresses on 6443). The cost is one
 all-pods watch per node, as kube-proxy and CNI agents already have; only our
 slim parsed objects are kept (never the raw JSON), a few hundred bytes each.
 
@@ -66,7 +69,7 @@ class PolicyChange:
 
 
 class LiveState:
-    """The five kinds, kept in sync by watches; ``snapshot()`` is what everyone reads."""
+    """The six kinds, kept in sync by watches; ``snapshot()`` is what everyone reads."""
 
     def __init__(self, client: kubeapi.Client, *, settings: LiveSettings = LiveSettings(),
                  on_pod_deleted: PodDeleted | None = None, clock: Clock = time.monotonic,
@@ -125,7 +128,7 @@ class LiveState:
     # ---- running ---------------------------------------------------------
 
     async def run(self) -> None:
-        """Watch all five kinds and publish snapshots, forever."""
+        """Watch all six kinds and publish snapshots, forever."""
         self.last_event_time.update(dict.fromkeys(KINDS, self._clock()))
         async with asyncio.TaskGroup() as tg:
             for resource in kubeapi.RESOURCES:

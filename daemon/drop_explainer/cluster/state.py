@@ -87,7 +87,7 @@ class ClusterState:
 
     @classmethod
     def build(cls, objs: Iterable[object]) -> ClusterState:
-        """A snapshot from parsed objects of any of the kinds (the five watched ones and EndpointSlices)."""
+        """A snapshot from parsed objects of any of the six watched kinds."""
         ns: dict[str, o.Namespace] = {}
         pods: dict[str, o.Pod] = {}
         nodes: dict[str, o.Node] = {}

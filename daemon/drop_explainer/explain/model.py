@@ -161,6 +161,8 @@ class ServiceView:
     backends: tuple[BackendView, ...]
     source_of_backends: str
     """"EndpointSlices" or "the Service selector"."""
+    not_ready: int = 0
+    """Endpoints of the EndpointSlices that are not ready: not judged (they get no new connections), counted."""
 
     @property
     def allowed_count(self) -> int:

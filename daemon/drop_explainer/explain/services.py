@@ -64,7 +64,8 @@ def explain_service(engine: Engine, source: Subject, svc: Service, sp: ServicePo
                                              blast_radius=blast_radius)
         judged.append(expl)
         views.append(BackendView(b.name, dst.ip, b.port, expl.verdict.allowed, _reason(expl.headline)))
-    view = ServiceView(svc.key, sp.port, sp.protocol, str(sp.target_port), tuple(views), found.origin)
+    view = ServiceView(svc.key, sp.port, sp.protocol, str(sp.target_port), tuple(views), found.origin,
+                       found.not_ready)
     more = tuple(skipped)
     if found.not_ready:
         more += (f"{found.not_ready} endpoint(s) of the EndpointSlices are not ready and receive no new "

@@ -43,7 +43,7 @@ def lines(name: str) -> list[bytes]:
 
 def empty_list(kind: str, resource_version: str) -> bytes:
     """What the API server answers for a kind with no objects."""
-    api = "networking.k8s.io/v1" if kind == "NetworkPolicy" else "v1"
+    api = {"NetworkPolicy": "networking.k8s.io/v1", "EndpointSlice": "discovery.k8s.io/v1"}.get(kind, "v1")
     return json.dumps({"kind": f"{kind}List", "apiVersion": api,
                        "metadata": {"resourceVersion": resource_version}, "items": []}).encode()
 
@@ -78,6 +78,8 @@ class FakeApiServer:
             pages = [f"sync/{name}.1.json", f"sync/{name}.2.json"] if kind == "Pod" else [f"sync/{name}.json"]
             self.lists[PATHS[kind]].extend(Reply(200, recorded(p)) for p in pages)
             self.watches[PATHS[kind]].append(Stream(lines(f"sync/{name}.watch.jsonl")))
+        # Kinds without a recording (EndpointSlice): an empty list, then a quiet watch.
+        self.script_empty(*(kind for kind in PATHS if kind not in FILES))
 
     def script_empty(self, *kinds: str, resource_version: str = "216") -> None:
         for kind in kinds:
@@ -242,11 +244,11 @@ async def test_policy_changes_after_sync_are_remembered_with_their_versions(
 
 
 async def test_ready_only_after_every_kind_has_synced(api: FakeApiServer, running: Callable[[], Running]) -> None:
-    """Four kinds listed is not ready, and the snapshot stays empty until the fifth."""
+    """Every kind but one listed is not ready, and the snapshot stays empty until the last."""
     api.script_sync()
     api.gates[PATHS["Node"]] = gate = asyncio.Event()
     run = running()
-    await eventually(lambda: sum(run.state.synced.values()) == 4)
+    await eventually(lambda: sum(run.state.synced.values()) == len(PATHS) - 1)
     await asyncio.sleep(0.1)
     assert not run.state.ready
     assert run.state.synced["Node"] is False
@@ -267,7 +269,7 @@ def script_gap(api: FakeApiServer) -> None:
                                     Reply(200, recorded("gap/pods.list-2.json"))])
     api.watches[PATHS["Pod"]].extend([Stream(lines("gap/pods.watch-1.jsonl")),
                                       Stream(lines("gap/pods.watch-2.jsonl"))])
-    api.script_empty("Namespace", "Node", "Service", "NetworkPolicy")
+    api.script_empty(*(kind for kind in PATHS if kind != "Pod"))
 
 
 async def test_gone_mid_watch_relists_and_misses_nothing(api: FakeApiServer, client: kubeapi.Client) -> None:
@@ -304,6 +306,42 @@ async def test_http_410_on_watch_relists(api: FakeApiServer, client: kubeapi.Cli
     api.watches[PATHS["Pod"]].append(Reply(410, json.dumps(expired["body"]).encode()))
     items = await collect(client, "Pod", lambda got: got.count(watching.Mark.LISTED) == 2)
     assert summary(items)[4:] == ["MODIFIED shop/api-1", "ADDED shop/api-4", "DELETED shop/api-2", "LISTED"]
+
+
+def endpoint_slice(name: str, version: str, ready: dict[str, bool]) -> dict[str, Any]:
+    """An EndpointSlice of Service shop/api as the EndpointSlice controller writes it (one address per pod)."""
+    return {"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice", "addressType": "IPv4",
+            "metadata": {"name": name, "namespace": "shop", "resourceVersion": version,
+                         "labels": {"kubernetes.io/service-name": "api"}},
+            "ports": [{"name": "http", "port": 8080, "protocol": "TCP"}],
+            "endpoints": [{"addresses": [ip], "conditions": {"ready": ok}} for ip, ok in ready.items()]}
+
+
+def slice_list(version: str, *items: dict[str, Any]) -> bytes:
+    return json.dumps({"kind": "EndpointSliceList", "apiVersion": "discovery.k8s.io/v1",
+                       "metadata": {"resourceVersion": version}, "items": list(items)}).encode()
+
+
+async def test_endpoint_slices_are_watched_and_relisted_after_410_like_every_kind(
+        api: FakeApiServer, running: Callable[[], Running]) -> None:
+    """A slice changed and one deleted while the watch had expired: the relist brings both into the snapshot."""
+    api.script_empty(*(kind for kind in PATHS if kind != "EndpointSlice"))
+    path = PATHS["EndpointSlice"]
+    assert path == "/apis/discovery.k8s.io/v1/endpointslices"
+    expired = json.loads(recorded("gap/pods.continue-expired.json"))["body"]
+    a1 = endpoint_slice("api-a", "300", {"10.0.0.1": True, "10.0.0.2": True})
+    b1 = endpoint_slice("api-b", "301", {"10.0.0.3": True})
+    a2 = endpoint_slice("api-a", "310", {"10.0.0.1": True, "10.0.0.2": False})
+    api.lists[path].extend([Reply(200, slice_list("302", a1, b1)), Reply(200, slice_list("311", a2))])
+    api.watches[path].append(Reply(410, json.dumps(expired).encode()))
+    run = running()
+    await run.state.wait_ready()
+    await eventually(lambda: len(api.list_requests("EndpointSlice")) == 2
+                     and set(run.state.snapshot().endpoint_slices) == {"shop/api-a"})
+    (only,) = run.state.snapshot().slices_by_service["shop/api"]
+    assert [(e.addresses, e.ready) for e in only.endpoints] == [(("10.0.0.1",), True), (("10.0.0.2",), False)]
+    assert only.ports == (("http", 8080, "TCP"),)
+    assert api.watch_requests("EndpointSlice")[0]["resourceVersion"] == "302"
 
 
 async def test_expired_continue_token_restarts_the_list(api: FakeApiServer, client: kubeapi.Client) -> None:
@@ -448,3 +486,35 @@ def test_missing_kubeconfig_is_a_config_error(tmp_path: Path) -> None:
     """A kubeconfig path that does not exist is reported as such."""
     with pytest.raises(kubeapi.KubeConfigError):
         kubeapi.load_endpoint(tmp_path / "nope")
+
+
+# ---- the one-shot read of the CLI -----------------------------------------------------------
+
+
+def forbidden(resource: str, group: str) -> bytes:
+    """The 403 Status the API server answers a list RBAC does not allow."""
+    return json.dumps({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "Forbidden", "code": 403,
+                       "message": f'{resource}.{group} is forbidden: User "u" cannot list resource "{resource}" in '
+                                  f'API group "{group}" at the cluster scope'}).encode()
+
+
+async def test_cli_read_goes_on_without_endpoint_slices_it_may_not_list(api: FakeApiServer) -> None:
+    """A kubectl user without EndpointSlices gets a state (backends then come from selectors); no slices in it."""
+    api.script_sync()
+    api.lists[PATHS["EndpointSlice"]].clear()
+    api.lists[PATHS["EndpointSlice"]].append(Reply(403, forbidden("endpointslices", "discovery.k8s.io")))
+    state = await kubeapi.fetch_state(kubeapi.Endpoint.with_token(api.url, "t0ken"), page_size=2)
+    assert state.pods
+    assert state.services
+    assert not state.endpoint_slices
+    assert len(api.list_requests("EndpointSlice")) == 1
+
+
+async def test_cli_read_fails_on_a_kind_the_engine_cannot_do_without(api: FakeApiServer) -> None:
+    """Pods forbidden is not a state to answer from: the read fails, naming the 403."""
+    api.script_sync()
+    api.lists[PATHS["Pod"]].clear()
+    api.lists[PATHS["Pod"]].append(Reply(403, forbidden("pods", "")))
+    with pytest.raises(kubeapi.KubeApiError) as caught:
+        await kubeapi.fetch_state(kubeapi.Endpoint.with_token(api.url, "t0ken"), page_size=2)
+    assert caught.value.status == 403
