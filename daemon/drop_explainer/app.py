@@ -22,7 +22,7 @@ from typing import Protocol, TypeAlias
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
-from drop_explainer.api import auth, costs, guard, routes, server, tls
+from drop_explainer.api import auth, costs, guard, routes, server, stream, tls
 from drop_explainer.api.peers import Peers
 from drop_explainer.cluster import kubeapi
 from drop_explainer.cluster.enforcing import EnforcerTracker, TrackerSettings, configured_detection
@@ -248,7 +248,8 @@ async def _serve_api(daemon: Daemon, on_started: Callable[[Daemon], None] | None
                                                 client_certs=client_certs)
                          if daemon.reviewer is not None else None,
                          own_headers=daemon.client.endpoint.headers if daemon.client is not None else None,
-                         costs=costs.Costs(daemon.settings.costs, daemon.registry))
+                         costs=costs.Costs(daemon.settings.costs, daemon.registry),
+                         stream=next((s for _, s in daemon.pipeline.sinks if isinstance(s, stream.Hub)), None))
     api = routes.make_app(ctx)
     limiter = server.guarded(api, daemon.settings.api)
     runner = web.AppRunner(api, handle_signals=False, access_log=None)
@@ -392,7 +393,8 @@ async def serve(settings: Settings, *, state: StateSource | None = None,
         if admission is not None:
             metrics.register_admission(admission)
         radius = RadiusSink(pipeline.engine, store.update_explanation)
-        pipeline.sinks.append(("blast-radius", radius))
+        pipeline.sinks += [("blast-radius", radius),
+                           ("stream", stream.Hub(store.get, registry=registry, node=settings.node_name))]
         peers = _peers(settings, state)
         source = make_source(settings, checkpoint=store)
         if not isinstance(source, ReplaySource):
