@@ -19,7 +19,7 @@ from importlib import metadata, resources
 from pathlib import Path
 from typing import Any, TextIO
 
-from drop_explainer import app, demo, logs, settings
+from drop_explainer import app, demo, logs, settings, tail
 from drop_explainer.cluster.errors import StateError
 from drop_explainer.cluster.loading import load_state
 from drop_explainer.cluster.state import ClusterState
@@ -79,6 +79,9 @@ def build_parser() -> argparse.ArgumentParser:
     r = sub.add_parser("run", help="the daemon: read flows, explain drops, serve the API and /metrics")
     settings.add_arguments(r)
     r.set_defaults(func=cmd_run)
+    t = sub.add_parser("tail", help="follow a running daemon's new drops from now on (GET /drops/stream)")
+    tail.add_arguments(t)
+    t.set_defaults(func=tail.cmd_tail)
     d = sub.add_parser("demo", help="the whole daemon on the bundled incident: no cluster, no Cilium needed")
     settings.add_arguments(d)
     d.add_argument("--replay-every", type=float, default=10.0, metavar="SECONDS",

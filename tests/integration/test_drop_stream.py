@@ -11,7 +11,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import socket
+import sys
 from collections.abc import AsyncIterator
 from dataclasses import replace
 from pathlib import Path
@@ -228,3 +230,41 @@ async def test_history_filters_are_refused_with_a_reason(tmp_path: Path) -> None
             status, body = await http_get(d.port or 0, f"/drops/stream?{query}")
             assert status == 400, (query, body)
             assert words in body, (query, body)
+
+
+async def test_the_tail_command_prints_each_new_signature_and_the_reason_it_was_cut_off(tmp_path: Path) -> None:
+    """`drop-explainer tail -o json -n backend` as a process: new signatures in order, then the reason, exit 3."""
+    base = incident_flows(CROSS_IP)[0]
+    async with daemon(tmp_path) as d:
+        port = d.port or 0
+        hub = hub_of(d)
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "drop_explainer.cli", "tail", "--url", f"http://127.0.0.1:{port}", "-o", "json",
+            "-n", "backend", stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+            env={**os.environ, "PYTHONPATH": str(Path(stream.__file__).parents[2])})
+        try:
+            assert proc.stdout is not None
+            hello = json.loads(await asyncio.wait_for(proc.stdout.readline(), READ_S))
+            assert hello["event"] == "subscribed"
+            for p in (8080, 8080, 8081):
+                d.pipeline.process(replace(base, destination_port=p))
+            got = [json.loads(await asyncio.wait_for(proc.stdout.readline(), READ_S)) for _ in range(2)]
+            assert [(e["event"], e["drop"]["signature"]["port"]) for e in got] == [("new", 8080), ("new", 8081)]
+            (sub,) = hub.subscribers
+            sub.stop("test: the daemon ends it")
+            out, err = await asyncio.wait_for(proc.communicate(), READ_S)
+        finally:
+            if proc.returncode is None:
+                proc.kill()
+                await proc.wait()
+        assert proc.returncode == 3, err
+        assert json.loads(out.decode().splitlines()[-1])["event"] == "cut_off"
+        assert "the daemon ended the stream: test: the daemon ends it" in err.decode()
+        refused = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "drop_explainer.cli", "tail", "--url", f"http://127.0.0.1:{port}",
+            "-n", "Not_A_Namespace", stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+            env={**os.environ, "PYTHONPATH": str(Path(stream.__file__).parents[2])})
+        out, err = await asyncio.wait_for(refused.communicate(), READ_S)
+        assert refused.returncode == 1
+        assert "400" in err.decode()
+        assert "not a valid namespace name" in err.decode()
