@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import gc
 import logging
 import time
@@ -239,6 +240,15 @@ async def _export_health(daemon: Daemon) -> None:
         await asyncio.sleep(1.0)
 
 
+class PortInUse(Exception):
+    """The API's port is taken: said in one line naming the port and the option (cli.py), no traceback."""
+
+    def __init__(self, listen: str, port: int) -> None:
+        super().__init__(f"port {port} on {listen} is already in use (another drop-explainer, or another "
+                         f"program); choose another with --port (make demo PORT=...)")
+        self.port = port
+
+
 async def _serve_api(daemon: Daemon, on_started: Callable[[Daemon], None] | None) -> None:
     tls_on = daemon.settings.tls is not None
     client_certs = daemon.settings.tls is not None and daemon.settings.tls.client_ca is not None
@@ -258,7 +268,12 @@ async def _serve_api(daemon: Daemon, on_started: Callable[[Daemon], None] | None
         site = server.GuardedSite(runner, daemon.settings.listen, daemon.settings.port, limiter(runner),
                                   ssl_context=daemon.tls.context if daemon.tls is not None else None)
         daemon.registry.register(site.limiter)
-        await site.start()
+        try:
+            await site.start()
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                raise PortInUse(daemon.settings.listen, daemon.settings.port) from None
+            raise
         daemon.port = site.bound_port
         log.info("api_listening", extra={"address": daemon.settings.listen, "port": daemon.port,
                                          "scheme": "https" if tls_on else "http"})

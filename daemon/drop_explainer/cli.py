@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import errno
 import json
 import logging
 import os
 import signal
+import socket
 import sys
 from collections.abc import Callable, Coroutine, Iterable, Iterator, Sequence
 from datetime import UTC, datetime
@@ -293,7 +295,18 @@ def _run_async(main: Coroutine[Any, Any, None], log_format: str, log_level: str)
         except asyncio.CancelledError:
             logging.getLogger("drop_explainer").info("stopped_by_signal")
 
-    asyncio.run(guarded())
+    try:
+        asyncio.run(guarded())
+    except BaseExceptionGroup as group:
+        # From inside the daemon's task groups: one line, not their nested tracebacks.
+        busy = group.subgroup(app.PortInUse)
+        if busy is None:
+            raise
+        first: BaseException = busy
+        while isinstance(first, BaseExceptionGroup):
+            first = first.exceptions[0]
+        print(f"drop-explainer: {first}", file=sys.stderr)
+        return EXIT_BAD_INPUT
     return 0
 
 
@@ -308,11 +321,30 @@ def cmd_demo(args: argparse.Namespace, out: TextIO) -> int:
     if s.auth.mode != "none":
         # The demo has no API server to check tokens against.
         raise UsageError("the demo runs with --auth none only: it has no API server for TokenReview")
+    if s.port and _port_taken(s.listen, s.port):
+        # Before the banner and the logs: a first run on a busy port reads one line that says what to do.
+        print(f"drop-explainer: {app.PortInUse(s.listen, s.port)}", file=sys.stderr)
+        return EXIT_BAD_INPUT
     out.write("drop-explainer demo: --auth none: no tokens are checked; anyone who reaches "
               f"{s.listen}:{s.port} reads every answer\n")
     out.write(f"drop-explainer demo: try  curl http://localhost:{s.port}/pods/pod-b/drops\n")
     out.flush()
     return _run_async(demo.run(s, replay_every_s=args.replay_every), s.log_format, s.log_level)
+
+
+def _port_taken(host: str, port: int) -> bool:
+    """Whether binding host:port fails as in use (as the daemon binds it: SO_REUSEADDR, so TIME_WAIT is no bar)."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except OSError:
+        return False  # the daemon will say what is wrong with the address
+    with socket.socket(infos[0][0], socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(infos[0][4])
+        except OSError as exc:
+            return exc.errno == errno.EADDRINUSE
+    return False
 
 
 class UsageError(Exception):
