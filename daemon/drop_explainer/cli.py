@@ -21,7 +21,7 @@ from importlib import metadata, resources
 from pathlib import Path
 from typing import Any, TextIO
 
-from drop_explainer import app, demo, logs, settings, tail
+from drop_explainer import app, demo, logs, progress, settings, tail
 from drop_explainer.cluster.errors import StateError
 from drop_explainer.cluster.loading import load_state
 from drop_explainer.cluster.state import ClusterState
@@ -214,9 +214,11 @@ def cmd_explain(args: argparse.Namespace, out: TextIO) -> int:
     # Hubble reports a denied packet twice and every SYN retransmit again;
     # count distinct packets and attempts as the live source does.
     reports = dedup.FileCounter()
+    shown = progress.Progress(sys.stderr, args.flows)
 
     def flows() -> Iterator[Flow]:
         for item in flowfiles.read_flows(args.flows):
+            shown.tick()
             if isinstance(item, flowfiles.MalformedRecord):
                 malformed.append(f"line {item.line_no}: {item.reason}")
             else:
@@ -235,6 +237,8 @@ def cmd_explain(args: argparse.Namespace, out: TextIO) -> int:
         out.write(groups_text(grouped, merged))
     for m in malformed:
         print(f"drop-explainer: {args.flows}: skipped malformed {m}", file=sys.stderr)
+    shown.summary(dropped=sum(g.flows for g in grouped.groups), kinds=len(grouped.groups), malformed=len(malformed),
+                  unexplainable=len(grouped.unexplainable), other=grouped.other_verdicts)
     return 0
 
 
