@@ -250,8 +250,7 @@ async def test_the_tail_command_prints_each_new_signature_and_the_reason_it_was_
                 d.pipeline.process(replace(base, destination_port=p))
             got = [json.loads(await asyncio.wait_for(proc.stdout.readline(), READ_S)) for _ in range(2)]
             assert [(e["event"], e["drop"]["signature"]["port"]) for e in got] == [("new", 8080), ("new", 8081)]
-            (sub,) = hub.subscribers
-            sub.stop("test: the daemon ends it")
+            hub.close("test: the daemon ends it")
             out, err = await asyncio.wait_for(proc.communicate(), READ_S)
         finally:
             if proc.returncode is None:
@@ -268,3 +267,35 @@ async def test_the_tail_command_prints_each_new_signature_and_the_reason_it_was_
         assert refused.returncode == 1
         assert "400" in err.decode()
         assert "not a valid namespace name" in err.decode()
+
+
+async def test_plain_curl_gets_text_lines_for_people(tmp_path: Path) -> None:
+    """No Accept, no format: text, the headline line of each new signature and its explanation."""
+    base = incident_flows(CROSS_IP)[0]
+    async with daemon(tmp_path) as d, aiohttp.ClientSession() as s, \
+            s.get(f"http://127.0.0.1:{d.port}/drops/stream") as r:
+        assert r.status == 200
+        assert r.headers["Content-Type"] == "text/plain; charset=utf-8"
+        hello = await asyncio.wait_for(r.content.readline(), READ_S)
+        assert hello == b"# following new signatures; every namespace\n"
+        d.pipeline.process(base)
+        head = (await asyncio.wait_for(r.content.readline(), READ_S)).decode()
+        assert head.startswith("NEW frontend/pod-a -> backend/backend-7d4b9c TCP/8080 (ingress) "
+                               "policies: backend/default-deny traps: - [id ")
+        body = (await asyncio.wait_for(r.content.readline(), READ_S)).decode()
+        assert body.startswith("DENIED frontend/pod-a -> backend/pod-b TCP/8080")
+
+
+async def test_a_stopping_daemon_ends_its_streams_with_the_reason_instead_of_waiting_for_them(
+        tmp_path: Path) -> None:
+    """SIGTERM (the daemon task cancelled) with a stream open: the client reads why, the stop does not hang."""
+    async with aiohttp.ClientSession() as s:
+        async with asyncio.timeout(40):  # aiohttp would wait 60 s for a handler still streaming
+            async with daemon(tmp_path) as d:
+                r = await s.get(f"http://127.0.0.1:{d.port}/drops/stream?format=json")
+                assert (await next_event(r))["event"] == "subscribed"
+        try:
+            rest = [json.loads(ln) for ln in (await asyncio.wait_for(r.content.read(), READ_S)).splitlines()]
+        finally:
+            r.release()
+    assert rest[-1] == {"event": "cut_off", "reason": "the daemon is stopping; reconnect to its next instance"}

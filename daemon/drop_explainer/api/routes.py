@@ -430,4 +430,12 @@ def make_app(ctx: Context) -> web.Application:
             await ctx.session.close()
 
     app.on_cleanup.append(close_session)
+    if ctx.stream is not None:
+        hub = ctx.stream
+
+        async def end_streams(_: web.Application) -> None:
+            # Before the runner waits for handlers to finish: a stream would hold a stop for its whole timeout.
+            hub.close("the daemon is stopping; reconnect to its next instance")
+
+        app.on_shutdown.append(end_streams)
     return app

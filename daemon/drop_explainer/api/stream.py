@@ -101,6 +101,8 @@ class Subscriber:
         self.allowed = allowed
         self.queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue(maxsize=max_events)
         self.reason: str | None = None
+        self.kind = ""
+        """Why, for the metric: slow, max_age, shutdown, write_timeout."""
         self.wake = asyncio.Event()
 
     def matches(self, drop: ExplainedDrop) -> bool:
@@ -122,12 +124,12 @@ class Subscriber:
             return True
         except asyncio.QueueFull:
             self.stop(f"too slow: {self.queue.maxsize} events queued unread; reconnect and read faster, "
-                      "or narrow the filters")
+                      "or narrow the filters", "slow")
             return False
 
-    def stop(self, reason: str) -> None:
+    def stop(self, reason: str, kind: str) -> None:
         if self.reason is None:
-            self.reason = reason
+            self.reason, self.kind = reason, kind
         self.wake.set()
 
 
@@ -181,6 +183,11 @@ class Hub:
 
     def stopped(self, s: Subscriber, kind: str) -> None:
         self.cut_off.labels(kind).inc()
+
+    def close(self, reason: str) -> None:
+        """End every stream (the daemon is stopping): each gets ``reason`` as its last line."""
+        for s in list(self.subscribers):
+            s.stop(reason, "shutdown")
 
 
 def _light(drop: ExplainedDrop, node: str) -> dict[str, Any]:
@@ -265,20 +272,23 @@ async def follow(request: web.Request, hub: Hub, f: StreamFilter, allowed: froze
             if sub.reason is not None:
                 break
             if time.monotonic() - started > hub.max_age_s:
-                sub.stop(f"stream open for {hub.max_age_s:g} s; reconnect to go on (permissions are re-checked)")
-                kind = "max_age"
+                sub.stop(f"stream open for {hub.max_age_s:g} s; reconnect to go on (permissions are re-checked)",
+                         "max_age")
                 break
             sub.wake.clear()
-            if sub.queue.empty() and not await _woken(sub.wake, hub.heartbeat_s):
+            if sub.queue.empty() and not await _woken(sub.wake, hub.heartbeat_s, request):
+                if _gone(request):
+                    kind = "client"
+                    return resp
                 await send({"event": "heartbeat"})
-        kind = "slow" if kind == "client" else kind
+        kind = sub.kind
         with contextlib.suppress(TimeoutError, ConnectionResetError):
             async with asyncio.timeout(1.0):  # the reason, if the client still reads at all
                 await resp.write((json.dumps({"event": "cut_off", "reason": sub.reason}) + "\n").encode()
                                  if as_json else event_text({"event": "cut_off", "reason": sub.reason}).encode())
     except TimeoutError:
         kind = "write_timeout"
-        sub.stop(f"the client did not read within {hub.write_timeout_s:g} s")
+        sub.stop(f"the client did not read within {hub.write_timeout_s:g} s", "write_timeout")
     except ConnectionResetError:
         kind = "client"
     finally:
@@ -290,11 +300,24 @@ async def follow(request: web.Request, hub: Hub, f: StreamFilter, allowed: froze
     return resp
 
 
-async def _woken(event: asyncio.Event, timeout: float) -> bool:
-    """True when ``event`` was set within ``timeout`` seconds."""
-    try:
-        async with asyncio.timeout(timeout):
-            await event.wait()
-        return True
-    except TimeoutError:
-        return False
+async def _woken(event: asyncio.Event, timeout: float, request: web.Request) -> bool:
+    """True when ``event`` was set within ``timeout`` seconds; False sooner when the client has gone.
+
+    aiohttp does not cancel a handler whose client left: looking once a second ends its stream (and
+    frees its slot) without waiting for the next heartbeat's write to fail."""
+    deadline = time.monotonic() + timeout
+    while not _gone(request):
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return False
+        try:
+            async with asyncio.timeout(min(left, 1.0)):
+                await event.wait()
+            return True
+        except TimeoutError:
+            continue
+    return False
+
+
+def _gone(request: web.Request) -> bool:
+    return request.transport is None or request.transport.is_closing()
