@@ -13,16 +13,14 @@ STAMP   := $(VENV)/.installed-test-$(SUM)
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
 
 $(RUNTIME): pyproject.toml | $(PY)
 	$(PY) -m pip install --quiet -e .
 	rm -f $(VENV)/.installed-runtime-*
 	touch $(RUNTIME)
 
-# The demo uses the venv's own pip (editable installs of pyproject projects work since pip 21.3):
-# upgrading it first cost a fresh `make demo` several seconds for nothing it needs.
 $(STAMP): pyproject.toml | $(PY)
-	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[test]'
 	rm -f $(VENV)/.installed-*
 	touch $(STAMP) $(RUNTIME)
