@@ -2,22 +2,34 @@
 PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
-STAMP  := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
+PORT   ?= 8080
+SUM    := $(shell cksum pyproject.toml | cut -d' ' -f1)
+# Two stamps: the demo needs the runtime package only; the tests need it with the test extras
+# (460 MB of mypy, schemathesis, grpcio-tools...). The test stamp implies the runtime one.
+RUNTIME := $(VENV)/.installed-runtime-$(SUM)
+STAMP   := $(VENV)/.installed-test-$(SUM)
 
-.PHONY: demo test lint install tools bench clean
+.PHONY: demo test test-notice lint install tools bench clean
 
-$(STAMP): pyproject.toml
+$(PY):
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
+
+$(RUNTIME): pyproject.toml | $(PY)
+	$(PY) -m pip install --quiet -e .
+	rm -f $(VENV)/.installed-runtime-*
+	touch $(RUNTIME)
+
+$(STAMP): pyproject.toml | $(PY)
 	$(PY) -m pip install --quiet -e '.[test]'
 	rm -f $(VENV)/.installed-*
-	touch $(STAMP)
+	touch $(STAMP) $(RUNTIME)
 
 install: $(STAMP)
 
-# The whole daemon on the bundled incident: curl localhost:8080/pods/pod-b/drops
-demo: $(STAMP)
-	$(VENV)/bin/drop-explainer demo
+# The whole daemon on the bundled incident: curl localhost:8080/pods/pod-b/drops (make demo PORT=9090)
+demo: $(RUNTIME)
+	$(VENV)/bin/drop-explainer demo --port $(PORT)
 
 # Real components the tests start: kube-apiserver, etcd, kubectl and the hubble CLI (built from Go
 # modules, cached by version), Prometheus, promtool and Alertmanager (Debian packages).
@@ -30,7 +42,15 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check daemon tests bench scripts
 	$(VENV)/bin/mypy
 
-test: lint tools
+# Said first, so that a cold run's long silences are expected. The times are rough (2 cores, empty caches).
+test-notice:
+	@echo "make test: installs the package with its test extras into $(VENV) (~460 MB; minutes on a cold pip cache),"
+	@echo "  compiles kube-apiserver, etcd, kubectl and the hubble CLI from Go modules into ~/.cache/drop-explainer"
+	@echo "  (a few minutes each on 2 cores when cold; cached by version, so seconds afterwards),"
+	@echo "  installs Prometheus, promtool and Alertmanager from Debian packages (apt),"
+	@echo "  then runs ruff, mypy --strict and pytest. With everything cached only the last step takes time."
+
+test: test-notice lint tools
 	$(PY) -m pytest
 
 bench: $(STAMP)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import gc
 import logging
 import time
@@ -22,7 +23,7 @@ from typing import Protocol, TypeAlias
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
-from drop_explainer.api import auth, costs, guard, routes, server, tls
+from drop_explainer.api import auth, costs, guard, routes, server, stream, tls
 from drop_explainer.api.peers import Peers
 from drop_explainer.cluster import kubeapi
 from drop_explainer.cluster.enforcing import EnforcerTracker, TrackerSettings, configured_detection
@@ -267,6 +268,15 @@ async def _export_health(daemon: Daemon) -> None:
         await asyncio.sleep(1.0)
 
 
+class PortInUse(Exception):
+    """The API's port is taken: said in one line naming the port and the option (cli.py), no traceback."""
+
+    def __init__(self, listen: str, port: int) -> None:
+        super().__init__(f"port {port} on {listen} is already in use (another drop-explainer, or another "
+                         f"program); choose another with --port (make demo PORT=...)")
+        self.port = port
+
+
 async def _serve_api(daemon: Daemon, on_started: Callable[[Daemon], None] | None) -> None:
     tls_on = daemon.settings.tls is not None
     client_certs = daemon.settings.tls is not None and daemon.settings.tls.client_ca is not None
@@ -276,7 +286,8 @@ async def _serve_api(daemon: Daemon, on_started: Callable[[Daemon], None] | None
                                                 client_certs=client_certs)
                          if daemon.reviewer is not None else None,
                          own_headers=daemon.client.endpoint.headers if daemon.client is not None else None,
-                         costs=costs.Costs(daemon.settings.costs, daemon.registry))
+                         costs=costs.Costs(daemon.settings.costs, daemon.registry),
+                         stream=next((s for _, s in daemon.pipeline.sinks if isinstance(s, stream.Hub)), None))
     api = routes.make_app(ctx)
     limiter = server.guarded(api, daemon.settings.api)
     runner = web.AppRunner(api, handle_signals=False, access_log=None)
@@ -285,7 +296,12 @@ async def _serve_api(daemon: Daemon, on_started: Callable[[Daemon], None] | None
         site = server.GuardedSite(runner, daemon.settings.listen, daemon.settings.port, limiter(runner),
                                   ssl_context=daemon.tls.context if daemon.tls is not None else None)
         daemon.registry.register(site.limiter)
-        await site.start()
+        try:
+            await site.start()
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                raise PortInUse(daemon.settings.listen, daemon.settings.port) from None
+            raise
         daemon.port = site.bound_port
         log.info("api_listening", extra={"address": daemon.settings.listen, "port": daemon.port,
                                          "scheme": "https" if tls_on else "http"})
@@ -420,7 +436,8 @@ async def serve(settings: Settings, *, state: StateSource | None = None,
         if admission is not None:
             metrics.register_admission(admission)
         radius = RadiusSink(pipeline.engine, store.update_explanation)
-        pipeline.sinks.append(("blast-radius", radius))
+        pipeline.sinks += [("blast-radius", radius),
+                           ("stream", stream.Hub(store.get, registry=registry, node=settings.node_name))]
         peers = _peers(settings, state)
         source = make_source(settings, checkpoint=store)
         if not isinstance(source, ReplaySource):

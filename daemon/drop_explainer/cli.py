@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import errno
 import json
 import logging
 import os
 import signal
+import socket
 import sys
 from collections.abc import Callable, Coroutine, Iterable, Iterator, Sequence
 from datetime import UTC, datetime
@@ -19,7 +21,7 @@ from importlib import metadata, resources
 from pathlib import Path
 from typing import Any, TextIO
 
-from drop_explainer import app, demo, logs, settings
+from drop_explainer import app, demo, logs, progress, settings, tail
 from drop_explainer.cluster.errors import StateError
 from drop_explainer.cluster.loading import load_state
 from drop_explainer.cluster.state import ClusterState
@@ -79,6 +81,9 @@ def build_parser() -> argparse.ArgumentParser:
     r = sub.add_parser("run", help="the daemon: read flows, explain drops, serve the API and /metrics")
     settings.add_arguments(r)
     r.set_defaults(func=cmd_run)
+    t = sub.add_parser("tail", help="follow a running daemon's new drops from now on (GET /drops/stream)")
+    tail.add_arguments(t)
+    t.set_defaults(func=tail.cmd_tail)
     d = sub.add_parser("demo", help="the whole daemon on the bundled incident: no cluster, no Cilium needed")
     settings.add_arguments(d)
     d.add_argument("--replay-every", type=float, default=10.0, metavar="SECONDS",
@@ -209,9 +214,11 @@ def cmd_explain(args: argparse.Namespace, out: TextIO) -> int:
     # Hubble reports a denied packet twice and every SYN retransmit again;
     # count distinct packets and attempts as the live source does.
     reports = dedup.FileCounter()
+    shown = progress.Progress(sys.stderr, args.flows)
 
     def flows() -> Iterator[Flow]:
         for item in flowfiles.read_flows(args.flows):
+            shown.tick()
             if isinstance(item, flowfiles.MalformedRecord):
                 malformed.append(f"line {item.line_no}: {item.reason}")
             else:
@@ -230,6 +237,8 @@ def cmd_explain(args: argparse.Namespace, out: TextIO) -> int:
         out.write(groups_text(grouped, merged))
     for m in malformed:
         print(f"drop-explainer: {args.flows}: skipped malformed {m}", file=sys.stderr)
+    shown.summary(dropped=sum(g.flows for g in grouped.groups), kinds=len(grouped.groups), malformed=len(malformed),
+                  unexplainable=len(grouped.unexplainable), other=grouped.other_verdicts)
     return 0
 
 
@@ -290,7 +299,18 @@ def _run_async(main: Coroutine[Any, Any, None], log_format: str, log_level: str)
         except asyncio.CancelledError:
             logging.getLogger("drop_explainer").info("stopped_by_signal")
 
-    asyncio.run(guarded())
+    try:
+        asyncio.run(guarded())
+    except BaseExceptionGroup as group:
+        # From inside the daemon's task groups: one line, not their nested tracebacks.
+        busy = group.subgroup(app.PortInUse)
+        if busy is None:
+            raise
+        first: BaseException = busy
+        while isinstance(first, BaseExceptionGroup):
+            first = first.exceptions[0]
+        print(f"drop-explainer: {first}", file=sys.stderr)
+        return EXIT_BAD_INPUT
     return 0
 
 
@@ -305,11 +325,30 @@ def cmd_demo(args: argparse.Namespace, out: TextIO) -> int:
     if s.auth.mode != "none":
         # The demo has no API server to check tokens against.
         raise UsageError("the demo runs with --auth none only: it has no API server for TokenReview")
+    if s.port and _port_taken(s.listen, s.port):
+        # Before the banner and the logs: a first run on a busy port reads one line that says what to do.
+        print(f"drop-explainer: {app.PortInUse(s.listen, s.port)}", file=sys.stderr)
+        return EXIT_BAD_INPUT
     out.write("drop-explainer demo: --auth none: no tokens are checked; anyone who reaches "
               f"{s.listen}:{s.port} reads every answer\n")
     out.write(f"drop-explainer demo: try  curl http://localhost:{s.port}/pods/pod-b/drops\n")
     out.flush()
     return _run_async(demo.run(s, replay_every_s=args.replay_every), s.log_format, s.log_level)
+
+
+def _port_taken(host: str, port: int) -> bool:
+    """Whether binding host:port fails as in use (as the daemon binds it: SO_REUSEADDR, so TIME_WAIT is no bar)."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except OSError:
+        return False  # the daemon will say what is wrong with the address
+    with socket.socket(infos[0][0], socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(infos[0][4])
+        except OSError as exc:
+            return exc.errno == errno.EADDRINUSE
+    return False
 
 
 class UsageError(Exception):

@@ -4,7 +4,10 @@ A real Hubble gRPC server (our test server, in this process, on loopback)
 serves the incident's recorded drops, and the daemon reads them exactly as
 it reads a node's Hubble socket; the cluster state comes from the bundled
 files instead of an API server. The drops are replayed every few seconds
-with fresh times, so rates and alerts have something to show.
+with fresh times, so rates and alerts have something to show. Beside the
+incident's drops, the demo shows its DNS symptom: an egress policy of
+backend that forgets DNS, and pod-b's dropped lookups of kube-dns (UDP 53),
+from examples/incident-dns/ (synthetic, see its README).
 """
 
 from __future__ import annotations
@@ -18,7 +21,8 @@ from importlib import resources
 from pathlib import Path
 
 from drop_explainer import app
-from drop_explainer.cluster.loading import load_state
+from drop_explainer.cluster.loading import load_state, parse_documents
+from drop_explainer.cluster.state import ClusterState
 from drop_explainer.hubble_pb import observer_pb2
 from drop_explainer.pipeline import StaticState
 from drop_explainer.settings import Settings
@@ -29,6 +33,23 @@ log = logging.getLogger(__name__)
 
 def incident_dir() -> Path:
     return Path(str(resources.files("drop_explainer") / "examples" / "incident"))
+
+
+def dns_dir() -> Path:
+    """The DNS symptom of the incident (synthetic): an egress policy and its dropped lookups, demo only."""
+    return Path(str(resources.files("drop_explainer") / "examples" / "incident-dns"))
+
+
+def demo_state() -> ClusterState:
+    """The incident's state with the DNS overlay's policy added."""
+    overlay = dns_dir() / "egress-policy.yaml"
+    return load_state(incident_dir()).with_objects(*parse_documents(str(overlay), overlay.read_text()))
+
+
+def demo_flows() -> list[observer_pb2.GetFlowsResponse]:
+    """The incident's recorded drops and the overlay's DNS drops, in time order."""
+    both = load_responses(incident_dir() / "hubble-flows.jsonl") + load_responses(dns_dir() / "hubble-flows.jsonl")
+    return sorted(both, key=lambda r: r.flow.time.ToNanoseconds())
 
 
 def shifted(responses: list[observer_pb2.GetFlowsResponse], end_ns: int) -> list[observer_pb2.GetFlowsResponse]:
@@ -54,13 +75,13 @@ async def _replay(server: FakeHubbleServer, recorded: list[observer_pb2.GetFlows
 
 async def run(settings: Settings, *, replay_every_s: float = 10.0,
               on_started: Callable[[app.Daemon], None] | None = None) -> None:
-    recorded = load_responses(incident_dir() / "hubble-flows.jsonl")
+    recorded = demo_flows()
     server = FakeHubbleServer(shifted(recorded, time.time_ns()), node_name="node-2", max_flows=100_000)
     await server.start()
     try:
         hubble = replace(settings.hubble, target=server.target, initial_number=len(recorded), tls=None)
         settings = replace(settings, hubble=hubble, source="hubble", events=False)
-        state = StaticState(load_state(incident_dir()))
+        state = StaticState(demo_state())
 
         def started(daemon: app.Daemon) -> None:
             log.info("demo_ready", extra={"try": f"curl http://{_host(settings.listen)}:{daemon.port}/pods/pod-b/drops"})

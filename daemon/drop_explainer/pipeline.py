@@ -108,6 +108,16 @@ class Admission:
                                                f"{n} more new signatures" for g, n in top]})
 
 
+def _log_new(drop: ExplainedDrop) -> None:
+    """One line per new signature in the daemon's own log, for `kubectl logs` and log pipelines."""
+    sig = drop.signature
+    log.info("new_signature", extra={
+        "id": sig.id, "workload": sig.affected_workload, "source": sig.source_workload,
+        "destination": sig.destination, "port": sig.port, "protocol": sig.protocol, "direction": sig.direction,
+        "policy": list(sig.policies), "trap": list(sig.traps), "pod": sig.affected,
+        "headline": drop.explanation.headline})
+
+
 class StaticState:
     """A snapshot that never changes: a saved state, the demo, offline forensics."""
 
@@ -184,6 +194,7 @@ class Pipeline:
             new = self._record(drop)
             if new:
                 drop = replace(drop, new=True)
+                _log_new(drop)
         for name, sink in self.sinks:
             try:
                 sink.handle(drop)

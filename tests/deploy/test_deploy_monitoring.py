@@ -263,8 +263,10 @@ def test_new_drop_alert_reaches_the_webhook_with_pod_and_policy(stack: Stack) ->
     for alert in by_trap.values():
         labels = alert["labels"]
         assert labels["namespace"] == "backend"
-        assert labels["direction"] == "ingress"
-        assert labels["policy"] == "backend/default-deny"
+        # The DNS symptom (examples/incident-dns): pod-b's own lookups, dropped on egress.
+        dns = labels.get("trap") == "dns-egress"
+        assert labels["direction"] == ("egress" if dns else "ingress")
+        assert labels["policy"] == ("backend/egress-to-database" if dns else "backend/default-deny")
         assert alert["status"] == "firing"
         assert alert["annotations"]["command"] == (
             "kubectl -n drop-explainer port-forward svc/explainer 8080:80\n"

@@ -14,6 +14,11 @@ every schema-valid request to be accepted. Three refusals are by design
 and cannot be written in a JSON Schema: since after until, a date that
 does not exist (02-30) or lies outside int64 nanoseconds, and a /whatif
 end that names no pod in the cluster.
+
+Left out: /drops/stream. Its answer never ends by itself (one JSON line per
+event, heartbeats between), so every request schemathesis made would wait
+for its request timeout and count as an error. Its refusals and its events
+are tested in test_drop_stream.py; its description in test_openapi.py.
 """
 
 from __future__ import annotations
@@ -66,6 +71,7 @@ async def test_schemathesis_finds_no_server_error_and_no_schema_violation(tmp_pa
             # No stateful phase: the API is read-only, with no links between operations to follow.
             "--phases", "examples,coverage,fuzzing",
             "--checks", "all", "--exclude-checks", "positive_data_acceptance",
+            "--exclude-path", "/drops/stream",  # never ends by itself: see the module's docstring
             "--generation-database", "none", "--request-timeout", "10", "--no-color",
             "--report", "junit", "--report-junit-path", str(junit),
             cwd=tmp_path, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)

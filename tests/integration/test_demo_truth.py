@@ -82,3 +82,31 @@ async def test_the_configured_profile_wins_and_another_node_is_not_called_the_po
     assert body["allowed"] is False
     assert "is the address of node-2" not in text
     assert "kubelet-probe" not in text
+
+
+async def _dns_drop(port: int) -> Any:
+    status, body = await get_json(port, "/namespaces/backend/drops?direction=egress")
+    if status != 200:
+        return None
+    return next((d for d in body["drops"] if d["signature"]["port"] == 53), None)
+
+
+async def test_the_demo_shows_the_dns_symptom_a_lookup_of_kube_dns_dropped_by_an_egress_policy() -> None:
+    """pod-b's UDP 53 to CoreDNS (examples/incident-dns, synthetic): dropped, decided by the egress policy
+    that forgot DNS, and the fix admits UDP 53 to kube-dns."""
+    async with demo_daemon() as port:
+        dns = await eventually(lambda: _dns_drop(port))
+        assert dns, "no UDP 53 drop in the demo"
+        _, text = await http_get(port, f"/drops/{dns['id']}")
+        status, cross = await get_json(port, "/pods/pod-b/drops")
+    sig = dns["signature"]
+    assert (sig["protocol"], sig["port"], sig["direction"]) == ("UDP", 53, "egress")
+    assert sig["source_workload"].startswith("backend/")
+    assert sig["destination"].startswith("kube-system/coredns")
+    assert sig["policies"] == ["backend/egress-to-database"]
+    assert dns["explanation"]["fixes"], "the DNS drop has a fix"
+    assert "53" in str(dns["explanation"]["fixes"][0])
+    assert "UDP/53" in text
+    assert status == 200
+    assert any(d["signature"]["source_workload"] == "frontend/pod-a" for d in cross["drops"]), \
+        "the incident's own drop is still there"

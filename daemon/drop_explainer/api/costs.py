@@ -184,6 +184,7 @@ class Costs:
                                f"(bursts of {self.settings.burst}); retry after {retry} s",
                                {"Retry-After": str(retry)})
             timer = asyncio.timeout(deadline)
+            request[DEADLINE_KEY] = timer
             try:
                 async with timer:
                     return await handler(request)
@@ -195,6 +196,19 @@ class Costs:
                                "busy or the peers are slow; retry later or ask a narrower question", {})
 
         return costs
+
+
+DEADLINE_KEY = web.RequestKey("deadline", asyncio.Timeout)
+"""The request's deadline; a stream (/drops/stream) lifts it once it is answering (lift_deadline)."""
+
+
+def lift_deadline(request: web.Request) -> None:
+    """No deadline from now on: a stream is one long request, healthy as long as the client reads.
+
+    Its setup (authorization, filters) ran under the deadline; the stream bounds itself (api/stream.py)."""
+    timer = request.get(DEADLINE_KEY)
+    if isinstance(timer, asyncio.Timeout):
+        timer.reschedule(None)
 
 
 def caller_key(request: web.Request) -> str:

@@ -114,7 +114,9 @@ ERRORS = {400: "Invalid input; the reason is given.", 404: "Not found (also: a p
           409: "Ambiguous pod name; candidates are listed.", 500: "Internal error; the daemon's log has the details.",
           502: "The instance holding the answer did not answer.",
           429: "Over the caller's rate (--api-rate, --api-burst); the Retry-After header says when to ask again.",
-          504: "No answer within the request deadline (--api-deadline)."}
+          504: "No answer within the request deadline (--api-deadline).",
+          403: "The caller may not see what was asked (--auth kubernetes).",
+          503: "Too many streams open; the Retry-After header says when to ask again."}
 _TEXT = {"text/plain": {"schema": _STR}}
 
 
@@ -129,6 +131,38 @@ def _answers(schema: str, *codes: int) -> dict[str, Any]:
 def _get(summary: str, parameters: list[dict[str, Any]], schema: str, *codes: int) -> dict[str, Any]:
     return {"get": {"summary": summary, "description": PARAMETERS_NOTE, "parameters": parameters,
                     "responses": _answers(schema, *codes)}}
+
+
+_STREAM_EVENT = {"type": "object", "required": ["event"], "description": "One line of /drops/stream.", "properties": {
+    "event": {"type": "string", "enum": ["subscribed", "new", "drop", "heartbeat", "cut_off"]},
+    "drop": {"type": "object", "description": "new: an entry of /drops (Drop); drop: its id, signature, pod, time "
+             "and headline."},
+    "following": _STR, "note": _STR, "reported_by": _STR,
+    "filtered_to_namespaces": {"type": "array", "items": _STR},
+    "reason": {"type": "string", "description": "cut_off: why the daemon ended the stream (too slow, open too "
+               "long); the last line."}}}
+
+
+def _stream() -> dict[str, Any]:
+    """/drops/stream: JSON lines (one StreamEvent a line) or text lines; errors before it starts as elsewhere."""
+    nsq = _param("namespace", "query", "Only drops of pods in this namespace.", NAMESPACE_SCHEMA)
+    podq = _param("pod", "query", "Only drops of pods of this name.", NAME_SCHEMA)
+    kept = [f for f in FILTERS if f["name"] in ("direction", "policy", "trap", "format")]
+    every = _param("all", "query", "true: every explained drop too, not only new signatures.",
+                   {"type": "string", "enum": ["true", "false"]})
+    local = _param("scope", "query", "Only local: a stream follows one instance (cluster is refused with 400).",
+                   {"type": "string", "enum": ["local"]})
+    responses: dict[str, Any] = {"200": {
+        "description": "A stream that does not end by itself: one event a line (subscribed first, then new, drop, "
+                       "heartbeat every 15 s of silence, and cut_off with a reason when the daemon ends it). "
+                       "since, until and limit are refused with 400: the stream starts now.",
+        "content": {"application/x-ndjson": {"x-itemSchema": {"$ref": "#/components/schemas/StreamEvent"},
+                                             "schema": _STR}, **_TEXT}}}
+    for code in (400, 403, 404, 429, 500, 503, 504):
+        responses[str(code)] = {"$ref": f"#/components/responses/E{code}"}
+    return {"get": {"summary": "Follow new drop signatures (and every drop) from now on, like hubble observe -f",
+                    "description": PARAMETERS_NOTE, "parameters": [nsq, podq, *kept, every, local],
+                    "responses": responses}}
 
 
 def _probe(summary: str, ok: str, bad: str | None, *, rated: bool = False) -> dict[str, Any]:
@@ -188,6 +222,7 @@ def document() -> dict[str, Any]:
                                                              502),
             "/namespaces/{namespace}/drops": _get("Drops of the pods of a namespace", [NS, *FILTERS], "DropList"),
             "/drops": _get("Drops in the cluster", FILTERS, "DropList"),
+            "/drops/stream": _stream(),
             "/drops/{id}": _get("One drop with sample flows", [
                 _param("id", "path", "Drop id.", {"type": "string", "pattern": "^[0-9a-f]{16}$"},
                        example="0123456789abcdef"), FORMAT, SCOPE], "Drop"),
@@ -215,7 +250,7 @@ def document() -> dict[str, Any]:
                 "404": {"$ref": "#/components/responses/E404"}, "500": {"$ref": "#/components/responses/E500"}}}},
         },
         "components": {
-            "schemas": {"Drop": _DROP, "DropList": _LIST, "Error": _ERROR, **_embedded()},
+            "schemas": {"Drop": _DROP, "DropList": _LIST, "StreamEvent": _STREAM_EVENT, "Error": _ERROR, **_embedded()},
             "responses": {f"E{code}": {"description": why, "content": {
                 "application/json": {"schema": {"$ref": "#/components/schemas/Error"}}, **_TEXT}}
                 for code, why in ERRORS.items()},

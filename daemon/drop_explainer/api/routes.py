@@ -22,7 +22,7 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
-from drop_explainer.api import costs, guard, params, render, visibility
+from drop_explainer.api import costs, guard, params, render, stream, visibility
 from drop_explainer.api.openapi import document
 from drop_explainer.api.params import BadRequest, DropFilter
 from drop_explainer.api.peers import FanOut, PeerError, Peers
@@ -65,6 +65,8 @@ class Context:
     """The daemon's own Authorization towards its peers (its service-account token)."""
     costs: costs.Costs | None = None
     """Rate, concurrency, deadline and the what-if cache (api/costs.py); None: unlimited (handler unit tests)."""
+    stream: stream.Hub | None = None
+    """The subscribers of /drops/stream (a sink of the pipeline); None: the route answers 404."""
 
 
 CTX = web.AppKey("ctx", Context)
@@ -255,6 +257,24 @@ async def all_drops(request: web.Request) -> web.Response:
     return await _drops(request, "Drops in the cluster", params.drop_filter(request.query))
 
 
+async def drop_stream(request: web.Request) -> web.StreamResponse:
+    """Follow new signatures (and with all=true every drop) from now on: api/stream.py."""
+    ctx = _ctx(request)
+    f = stream.stream_filter(request.query)
+    if ctx.stream is None:
+        return _error(request, 404, "this daemon has no drop stream")
+    access = guard.access_of(request)
+    if f.namespace is not None and not await access.may(f.namespace):
+        return _error(request, 403, f"you may not see drops in namespace {f.namespace}")
+    if f.policy is not None and not await access.may(f.policy.partition("/")[0]):
+        return _error(request, 403, f"you may not see policies of namespace {f.policy.partition('/')[0]}")
+    allowed = await access.visible(ctx.engine().state.namespaces)
+    if allowed is not None and not allowed:
+        return _error(request, 403, "you may not see drops in any namespace")
+    return await stream.follow(request, ctx.stream, f, allowed, lift_deadline=lambda: costs.lift_deadline(request),
+                               distributed=ctx.peers.distributed)
+
+
 async def policy_drops(request: web.Request) -> web.Response:
     ns = params.namespace(request.match_info["namespace"])
     name = params.object_name(request.match_info["name"], "policy")
@@ -380,11 +400,12 @@ async def errors(request: web.Request,
         return error_response(request, 500, "internal error; the daemon's log has the details")
 
 
-ROUTES: Mapping[str, Callable[[web.Request], Awaitable[web.Response]]] = {
+ROUTES: Mapping[str, Callable[[web.Request], Awaitable[web.StreamResponse]]] = {
     "/pods/{pod}/drops": pod_drops,
     "/namespaces/{namespace}/pods/{pod}/drops": namespaced_pod_drops,
     "/namespaces/{namespace}/drops": namespace_drops,
     "/drops": all_drops,
+    "/drops/stream": drop_stream,  # before /drops/{id}, which would take "stream" for an id
     "/drops/{id}": drop_by_id,
     "/policies/{namespace}/{name}/drops": policy_drops,
     "/whatif": whatif,
@@ -409,4 +430,12 @@ def make_app(ctx: Context) -> web.Application:
             await ctx.session.close()
 
     app.on_cleanup.append(close_session)
+    if ctx.stream is not None:
+        hub = ctx.stream
+
+        async def end_streams(_: web.Application) -> None:
+            # Before the runner waits for handlers to finish: a stream would hold a stop for its whole timeout.
+            hub.close("the daemon is stopping; reconnect to its next instance")
+
+        app.on_shutdown.append(end_streams)
     return app

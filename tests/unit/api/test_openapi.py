@@ -43,7 +43,8 @@ async def test_every_documented_query_parameter_is_accepted(client: TestClient) 
     """Each documented query parameter, given a valid value, is never refused as unknown."""
     valid = {"since": "15m", "until": "1m", "direction": "ingress", "policy": "backend/default-deny",
              "trap": "kubelet-probe", "limit": "5", "format": "json", "scope": "local", "namespace": "backend",
-             "from": "frontend/pod-a", "to": "backend/pod-b", "port": "8080", "protocol": "TCP"}
+             "from": "frontend/pod-a", "to": "backend/pod-b", "port": "8080", "protocol": "TCP",
+             "pod": "pod-b", "all": "true"}
     fill = {"pod": "pod-b", "namespace": "backend", "name": "default-deny", "id": "0123456789abcdef"}
     for path, item in document()["paths"].items():
         concrete = re.sub(r"\{(\w+)\}", lambda m: fill[m.group(1)], path)
