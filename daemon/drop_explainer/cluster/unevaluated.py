@@ -78,7 +78,6 @@ class NotEvaluated:
 _PREFIX: Final = {"crd.antrea.io": "Antrea ", "projectcalico.org": "Calico ", "crd.projectcalico.org": "Calico "}
 
 KINDS_NOT_EVALUATED: Final = (
-    ("cilium.io", "CiliumNetworkPolicy"), ("cilium.io", "CiliumClusterwideNetworkPolicy"),
     ("projectcalico.org", "NetworkPolicy"), ("projectcalico.org", "GlobalNetworkPolicy"),
     ("crd.projectcalico.org", "NetworkPolicy"), ("crd.projectcalico.org", "GlobalNetworkPolicy"),
     ("policy.networking.k8s.io", "AdminNetworkPolicy"), ("policy.networking.k8s.io", "BaselineAdminNetworkPolicy"),
