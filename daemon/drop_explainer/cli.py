@@ -175,8 +175,11 @@ def cmd_whatif(args: argparse.Namespace, out: TextIO) -> int:
 def whatif(engine: Engine, query: queries.Query, *, explain: bool = False) -> dict[str, Any]:
     conn = queries.connection(engine.state, query)
     if not explain and conn.destination.service is None:
-        verdict = queries.verdict_json(query, conn, engine.evaluate(conn), engine.profile)
+        decided = engine.evaluate(conn)
+        verdict = queries.verdict_json(query, conn, decided, engine.profile)
         verdict |= unevaluated.verdict_fields(engine.state.not_evaluated, conn)  # never a silent "allowed"
+        if decided.unsure:
+            verdict |= {"complete": False, "not_evaluated": [*verdict["not_evaluated"], *decided.unsure]}
         return enforcement.label_answer(verdict, engine.state.enforcer)
     # A Service is judged at each backend, which needs the full path even without --explain.
     answer = services.answer_json(query, conn, services.explain(engine, conn, blast_radius=explain))

@@ -174,3 +174,24 @@ def decide(state: ClusterState, rules: tuple[ModelRule, ...], other: Subject, *,
                    for r in allowed)
     return ModelVerdict(rules, tuple(allowed), tuple(denied), tuple(dict.fromkeys(maybe_allow)),
                         tuple(dict.fromkeys(maybe_deny)), l7)
+
+
+def identity_text(ident: Identity) -> str:
+    """Identity labels as Cilium prints them: ``k8s:app=web``, ``reserved:host``."""
+    return "{" + ", ".join(f"{src}:{k}" + (f"={v}" if v else "") for k, (src, v) in sorted(ident.items())) + "}"
+
+
+def rule_failures(state: ClusterState, rule: ModelRule, other: Subject, *, other_ident: Identity, port: int,
+                  protocol: str, destination: Subject, cidr_nodes: bool = False) -> tuple[str, ...]:
+    """The clauses of one rule that this connection fails, in the rule's own terms (empty: it matches)."""
+    out: list[str] = []
+    if rule.ports is not None and not any(port_matches(p, port, protocol, destination) for p in rule.ports):
+        out.append(f"toPorts {', '.join(p.describe() for p in rule.ports)} do not include {protocol}/{port}")
+    if not _peer_matches(state, rule.peer, other_ident, other, cidr_nodes):
+        who = other.describe()
+        if rule.peer.kind is PeerKind.CIDR and "world" not in other_ident:
+            out.append(f"{rule.peer.text} cannot match {who}: CIDR rules do not match Cilium-managed pods or nodes "
+                       f"(identity {identity_text(other_ident)})")
+        else:
+            out.append(f"{rule.peer.text} does not match {who} (identity {identity_text(other_ident)})")
+    return tuple(out)
