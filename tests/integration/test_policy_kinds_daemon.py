@@ -1,4 +1,4 @@
-"""The daemon on a cluster with a CiliumNetworkPolicy (evaluated) and a Calico policy (not): drops, what-ifs, metrics."""
+"""The daemon with a CiliumNetworkPolicy (evaluated) and a Calico policy (not): drops, what-ifs, metrics."""
 
 from __future__ import annotations
 
