@@ -8,9 +8,16 @@ host policies section 1.10) never give a silent "allowed".
 
 from __future__ import annotations
 
+import io
+from pathlib import Path
+
 import pytest
 from test_cilium_l3l4 import API, ask, ccnp, cnp
 from world import state_with
+
+from drop_explainer import cli
+from drop_explainer.cluster.loading import parse_documents
+from drop_explainer.policy.model import CompiledPolicy
 
 REFUSED = [
     ("1.1 neither spec nor specs",
@@ -157,3 +164,26 @@ def test_the_public_path_without_a_profile_reads_cnps_too() -> None:
     state = state_with(cnp("backend", f"{{endpointSelector: {API}, ingress: [{{}}]}}"))
     conn = queries.connection(state, queries.Query("frontend/web", "backend/api", 8080, "TCP"))
     assert Engine(state).evaluate(conn).allowed is False
+
+
+def test_the_cli_state_summary_counts_evaluated_and_refused_cilium_policies(tmp_path: Path) -> None:
+    """Refused objects are counted and named with the field (section 1.1), never fatal."""
+    good = cnp("backend", f"{{endpointSelector: {API}, ingress: [{{}}]}}", name="good")
+    bad = cnp("backend", f"{{endpointSelector: {API}, egress: []}}", name="bad")
+    (tmp_path / "state.yaml").write_text("---\n".join([good, bad, ccnp("{endpointSelector: {}, ingress: [{}]}")]),
+                                         encoding="utf-8")
+    out = io.StringIO()
+    assert cli.main(["state", "--state", str(tmp_path / "state.yaml")], out=out) == 0
+    text = out.getvalue()
+    assert ("2 policies of other kinds evaluated: CiliumClusterwideNetworkPolicy 1, CiliumNetworkPolicy 1; "
+            "1 refused as invalid") in text
+    assert ("  refused: CiliumNetworkPolicy backend/bad: field spec: rule must have at least one of Ingress, "
+            "IngressDeny, Egress, EgressDeny") in text
+
+
+def test_the_shipped_cilium_network_policy_compiles_without_refusal() -> None:
+    """deploy/components/cilium-apiserver-egress: our own CNP passes our reading of Cilium's validation."""
+    path = Path(__file__).resolve().parents[3] / "deploy/components/cilium-apiserver-egress/ciliumnetworkpolicy.yaml"
+    objs = parse_documents(str(path), path.read_text(encoding="utf-8"))
+    assert objs
+    assert all(isinstance(o, CompiledPolicy) for o in objs), objs
