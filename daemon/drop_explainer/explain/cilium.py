@@ -55,3 +55,14 @@ def notes(engine: Engine, conn: Connection, verdict: Verdict) -> tuple[str, ...]
         out.extend(f"{ptype.value.lower()}: {u}" for u in d.unsure)
         out.extend(d.l7)
     return tuple(out)
+
+
+def deny_notes(verdict: Verdict) -> tuple[str, ...]:
+    """A deny rule decides: no allow of any kind can override it, so no allow is offered as a fix (section 1.9)."""
+    out = []
+    for name, d in (("egress", verdict.egress), ("ingress", verdict.ingress)):
+        for r in d.denied_by:
+            out.append(f"{name} denied by {r.origin.describe()} ({r.peer.text}"
+                       f"{', ports ' + ', '.join(p.describe() for p in r.ports) if r.ports else ''}): no allow rule "
+                       "of any kind can override a deny; narrow or remove this deny rule instead")
+    return tuple(out)

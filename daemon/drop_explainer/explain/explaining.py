@@ -40,8 +40,10 @@ def explain_connection(engine: Engine, conn: Connection, flow: Flow | None = Non
         traces += tracing.trace_direction(engine, conn, PolicyType.INGRESS)
     # The kubelet-probe trap also stands where the engine allows: the CNI dropped what the spec exempts.
     found = traps.detect(engine, conn, traces, flow) if traces else tuple(traps.kubelet_probe(engine, conn, flow))
-    plan = fixes.plan(engine, conn, traces, radius=blast_radius) if traces else ()
-    problem = fixes.unresolved(engine, conn) if traces else None
+    denies = cilium.deny_notes(verdict)
+    plan = fixes.plan(engine, conn, traces, radius=blast_radius) if traces and not denies else ()
+    problem = fixes.unresolved(engine, conn) if traces and not denies else None
+    notes = (*notes, *denies)
     if problem is not None:
         notes = (*notes, f"no fix is offered: {problem}")
     if any(t.id == probes.TRAP_ID for t in found):

@@ -76,3 +76,16 @@ def test_a_to_fqdns_drop_is_not_decided_in_both_answer_forms() -> None:
         assert any("toFQDNs [api.example.com]: depends on DNS answers" in n for n in answer["not_evaluated"])
     headline = whatif(docs, "frontend/web", "198.51.100.7", 443)["explanation"]["headline"]
     assert "; not decided: CiliumNetworkPolicy frontend/c spec.egress[0]: toFQDNs" in headline
+
+
+def test_a_deny_drop_offers_no_allow_as_a_fix() -> None:
+    """Section 1.9: an allow of any kind cannot override a deny; the answer says to narrow the deny."""
+    docs = [
+        "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: p, namespace: backend}\n"
+        "spec: {podSelector: {}, ingress: [{from: [{podSelector: {}}]}]}\n",
+        cnp("backend", "{endpointSelector: {matchLabels: {app: api}}, ingress: [{fromEntities: [world]}], "
+                       "ingressDeny: [{fromEntities: [cluster]}]}")]
+    expl = whatif(docs, "backend/db", "backend/api", 8080)["explanation"]
+    assert not expl.get("fixes")
+    assert any(n.startswith("ingress denied by CiliumNetworkPolicy backend/c spec.ingressDeny[0] (fromEntities: "
+                            "[cluster]): no allow rule of any kind can override a deny") for n in expl["notes"])
