@@ -132,6 +132,8 @@ def _peer_matches(state: ClusterState, peer: Peer, ident: Identity, other: Subje
             # CIDR selectors never match Cilium-managed pods, and nodes only with policy-cidr-match-mode=nodes.
             cidr_visible = "world" in ident or (cidr_nodes and ("host" in ident or "remote-node" in ident))
             return other.ip is not None and cidr_visible and any(c.contains(other.ip) for c in peer.cidrs)
+        case PeerKind.IP_BLOCK:
+            return other.ip is not None and any(c.contains(other.ip) for c in peer.cidrs)
         case PeerKind.SERVICE:
             assert peer.service is not None
             svc = state.services.get(f"{peer.service[0]}/{peer.service[1]}")

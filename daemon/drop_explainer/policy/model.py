@@ -122,6 +122,9 @@ class PeerKind(enum.StrEnum):
     ENDPOINTS = "endpoints"
     ENTITIES = "entities"
     CIDR = "cidr"
+    """Cilium's CIDR selectors: world (and unmanaged) addresses only, never Cilium-managed pods."""
+    IP_BLOCK = "ipBlock"
+    """NetworkPolicy v1's ipBlock: any address in the prefix (the CNI profile says what the datapath can see)."""
     SERVICE = "service"
     FQDN = "fqdn"
     """Cannot be decided from the state alone."""
@@ -168,6 +171,8 @@ class Origin:
     name: str
     rule: str
     """E.g. ``specs[1].ingress[0]``."""
+    index: int = -1
+    """The rule's index in its direction's list where answers use it (NetworkPolicy's allowed_by)."""
 
     def describe(self) -> str:
         ref = f"{self.namespace}/{self.name}" if self.namespace else self.name
