@@ -17,7 +17,7 @@ from drop_explainer.cluster.objects import IPBlock, NetworkPolicy, Node, Peer, P
 from drop_explainer.cluster.state import ClusterState
 from drop_explainer.policy import evaluating, ports, profiles, selectors
 from drop_explainer.policy.endpoints import Subject, SubjectKind
-from drop_explainer.policy.model import Direction, ModelRule
+from drop_explainer.policy.model import Direction, Identity, ModelRule
 from drop_explainer.policy.profiles import NodeLocal, Profile
 
 PROTOCOLS = ("TCP", "UDP", "SCTP")
@@ -164,6 +164,7 @@ class Engine:
         self.profile = profile if profile is not None else profile_of_state(state)
         self._selecting: dict[tuple[str, PolicyType], tuple[NetworkPolicy, ...]] = {}
         self._model: dict[tuple[str, PolicyType], tuple[ModelRule, ...]] = {}
+        self._identities: dict[tuple[str, str | None], Identity] = {}
 
     def rules_selecting(self, subject: Subject, direction: PolicyType) -> tuple[ModelRule, ...]:
         """The compiled rules (CCNP, and CNP of the pod's namespace) whose subject selects the pod."""
@@ -204,6 +205,11 @@ class Engine:
             if not pod.host_network:
                 self.policies_selecting(pod, PolicyType.INGRESS)
                 self.policies_selecting(pod, PolicyType.EGRESS)
+                if self.state.compiled:
+                    subject = Subject(SubjectKind.POD, None, pod=pod,
+                                      namespace_labels=self.state.namespace_labels(pod.namespace))
+                    self.rules_selecting(subject, PolicyType.INGRESS)
+                    self.rules_selecting(subject, PolicyType.EGRESS)
 
     def direction(self, conn: Connection, direction: PolicyType) -> DirectionVerdict:
         """The verdict of one side: the destination's ingress or the source's egress."""
@@ -263,7 +269,7 @@ class Engine:
     def _model_verdict(self, rules: tuple[ModelRule, ...], subject: Subject, other: Subject,
                        conn: Connection) -> evaluating.ModelVerdict:
         node = subject.pod.node_name if subject.pod is not None else None
-        ident, caveat = evaluating.peer_identity(self.state, other, node)
+        ident, caveat = evaluating.peer_identity(self.state, other, node, self._identities)
         cidr_nodes = self.profile.name == "cilium" and self.profile.setting("policy-cidr-match-mode") == "nodes"
         found = evaluating.decide(self.state, rules, other, other_ident=ident, port=conn.port,
                                   protocol=conn.protocol, destination=conn.destination, cidr_nodes=cidr_nodes)

@@ -63,10 +63,20 @@ def pod_identity(state: ClusterState, subject: Subject) -> dict[str, tuple[str, 
     return ident
 
 
-def peer_identity(state: ClusterState, peer: Subject, endpoint_node: str | None) -> tuple[Identity, str | None]:
-    """The peer's identity seen from an endpoint on ``endpoint_node``, and a caveat if it is a guess."""
+def peer_identity(state: ClusterState, peer: Subject, endpoint_node: str | None,
+                  cache: dict[tuple[str, str | None], Identity] | None = None) -> tuple[Identity, str | None]:
+    """The peer's identity seen from an endpoint on ``endpoint_node``, and a caveat if it is a guess.
+
+    ``cache`` (one per snapshot) keeps a pod's identity by (pod, address).
+    """
     if peer.kind is SubjectKind.POD and peer.pod is not None:
-        return _with_apiserver(state, peer, pod_identity(state, peer)), None
+        key = (peer.pod.key, peer.ip)
+        found = cache.get(key) if cache is not None else None
+        if found is None:
+            found = _with_apiserver(state, peer, pod_identity(state, peer))
+            if cache is not None:
+                cache[key] = found
+        return found, None
     if peer.kind in (SubjectKind.NODE, SubjectKind.HOST_NETWORK_POD):
         name = peer.node.name if peer.node is not None else (peer.pod.node_name if peer.pod is not None else None)
         local = name is not None and name == endpoint_node
