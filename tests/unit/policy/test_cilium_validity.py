@@ -49,6 +49,10 @@ REFUSED = [
     ("1.5 endPort below port",
      cnp("backend", f"{{endpointSelector: {API}, ingress: [{{toPorts: [{{ports: [{{port: '90', endPort: 80}}]}}]}}]}}"),
      "spec.ingress[0].toPorts[0].ports[0].endPort"),
+    ("1.5 protocol outside TCP, UDP, SCTP, VRRP, IGMP, ANY",
+     cnp("backend", f"{{endpointSelector: {API}, ingress: [{{toPorts: [{{ports: "
+                    "[{port: '80', protocol: ICMP}]}]}]}"),
+     "spec.ingress[0].toPorts[0].ports[0].protocol"),
     ("1.6 DNS rules on ingress",
      cnp("backend", f"{{endpointSelector: {API}, ingress: [{{toPorts: [{{ports: [{{port: '53'}}], "
                     "rules: {dns: [{matchPattern: '*'}]}}]}]}"), "spec.ingress[0].toPorts[0].rules.dns"),

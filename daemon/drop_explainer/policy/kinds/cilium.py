@@ -345,9 +345,8 @@ def _ports(entry: Json, where: str, *, action: Action, ingress: bool, host: bool
 
 def _port(p: Json, at: str) -> PortRange:
     proto = str(p.get("protocol") or "ANY").upper()
-    if proto not in (*PROTOCOLS, "ANY", "ICMP", "ICMPV6", "VRRP", "IGMP"):
-        raise Invalid(f"{at}.protocol", f"{p.get('protocol')!r} is not TCP, UDP, SCTP, ICMP, ICMPv6, VRRP, IGMP "
-                      "or ANY")
+    if proto not in (*PROTOCOLS, "ANY", "VRRP", "IGMP"):  # section 1.5 (ICMP goes in icmps)
+        raise Invalid(f"{at}.protocol", f"{p.get('protocol')!r} is not TCP, UDP, SCTP, VRRP, IGMP or ANY")
     protos = PROTOCOLS if proto == "ANY" else (proto,)  # ANY is TCP, UDP and SCTP only (section 1.5)
     raw = p.get("port")
     text = "0" if raw is None else str(raw)
