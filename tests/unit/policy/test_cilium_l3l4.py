@@ -185,6 +185,10 @@ CASES = [
                      "ingress: [{fromEntities: [world]}]}", "a"),
       cnp("backend", f"{{endpointSelector: {API}, ingress: [{{fromEntities: [host]}}]}}", "b")],
      "frontend/web", "backend/api", 8080, False),
+    ("1.8 an ingressDeny-only CNP also puts the pod in ingress default deny (Rule.enableDefaultDeny: 'if a "
+     "policy only has Ingress or IngressDeny rules, then the default for ingress is true')",
+     [cnp("backend", f"{{endpointSelector: {API}, ingressDeny: [{{fromEntities: [world]}}]}}")],
+     "backend/db", "backend/api", 8080, False),
     # --- 1.9 deny precedence and combination with NetworkPolicy ---
     ("1.9 ingressDeny wins over a CNP allow (trap deny-overrides-allow)",
      [cnp("backend", f"{{endpointSelector: {API}, ingress: [{{fromEntities: [all]}}], "
