@@ -124,6 +124,15 @@ def cmd_state(args: argparse.Namespace, out: TextIO) -> int:
     out.write(f"{len(state.namespaces)} namespaces, {len(state.pods)} pods, {len(state.nodes)} nodes, "
               f"{len(state.services)} services, {len(state.policies)} NetworkPolicies\n")
     out.write(_engine(args, state).profile.sentence() + "\n")
+    if state.compiled or state.refused:
+        by_kind: dict[str, int] = {}
+        for cp in state.compiled.values():
+            by_kind[cp.kind] = by_kind.get(cp.kind, 0) + 1
+        kinds = ", ".join(f"{k} {n}" for k, n in sorted(by_kind.items())) or "none"
+        out.write(f"{len(state.compiled)} policies of other kinds evaluated: {kinds}; "
+                  f"{len(state.refused)} refused as invalid (no effect in the cluster either)\n")
+        for bad in state.refused[:20]:
+            out.write(f"  refused: {bad.describe()}\n")
     if state.not_evaluated:
         kinds = ", ".join(f"{kind} {n}" for kind, n in unevaluated.counts(state.not_evaluated))
         out.write(f"{len(state.not_evaluated)} policies of kinds not evaluated: {kinds} (answers on the pods they "
@@ -180,8 +189,11 @@ def cmd_whatif(args: argparse.Namespace, out: TextIO) -> int:
 def whatif(engine: Engine, query: queries.Query, *, explain: bool = False) -> dict[str, Any]:
     conn = queries.connection(engine.state, query)
     if not explain and conn.destination.service is None:
-        verdict = queries.verdict_json(query, conn, engine.evaluate(conn), engine.profile)
+        decided = engine.evaluate(conn)
+        verdict = queries.verdict_json(query, conn, decided, engine.profile)
         verdict |= unevaluated.verdict_fields(engine.state.not_evaluated, conn)  # never a silent "allowed"
+        if decided.unsure:
+            verdict |= {"complete": False, "not_evaluated": [*verdict["not_evaluated"], *decided.unsure]}
         return enforcement.label_answer(verdict, engine.state.enforcer)
     # A Service is judged at each backend, which needs the full path even without --explain.
     answer = services.answer_json(query, conn, services.explain(engine, conn, blast_radius=explain))

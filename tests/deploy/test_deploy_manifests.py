@@ -113,7 +113,9 @@ def test_rbac_is_read_only_on_six_kinds_and_writes_only_events(rendered: dict[st
                ("authorization.k8s.io", "subjectaccessreviews", "create")}
     # Policy kinds not evaluated, each list the daemon makes (cluster/unevaluated.py), list only.
     detection |= {(group, resource, "list") for group, _, resource, _ in unevaluated.LISTS}
-    assert granted == read | events | detection | reviews
+    # Cilium policy kinds, evaluated: list and watch where served (kubeapi.CILIUM_RESOURCES).
+    cilium = {("cilium.io", r.path.rpartition("/")[2], v) for r in kubeapi.CILIUM_RESOURCES for v in ("list", "watch")}
+    assert granted == read | events | detection | reviews | cilium
     reader = one(rendered["base"], "ClusterRole", "drop-explainer-reader")
     assert reader["rules"] == [{"apiGroups": ["drop-explainer.io"], "resources": ["drops"], "verbs": ["get"]}]
     metrics = one(rendered["base"], "ClusterRole", "drop-explainer-metrics-reader")

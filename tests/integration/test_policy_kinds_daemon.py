@@ -1,4 +1,4 @@
-"""The daemon on a cluster with a CiliumNetworkPolicy: its drops, what-ifs and metrics say what is not evaluated."""
+"""The daemon with a CiliumNetworkPolicy (evaluated) and a Calico policy (not): drops, what-ifs, metrics."""
 
 from __future__ import annotations
 
@@ -33,7 +33,7 @@ def gauge(text: str, name: str, **labels: str) -> float | None:
 
 
 async def test_drops_whatifs_and_metrics_name_the_policies_not_evaluated(tmp_path: Path) -> None:
-    """A recorded drop on pod-b (selected by the CNP) is incomplete; the metric counts both kinds."""
+    """The CNP is evaluated and named in the answer; the GNP (may select any pod) keeps answers incomplete."""
     state_dir = tmp_path / "state"
     state_dir.mkdir()
     shutil.copy(INCIDENT / "cluster.yaml", state_dir / "cluster.yaml")
@@ -54,12 +54,14 @@ async def test_drops_whatifs_and_metrics_name_the_policies_not_evaluated(tmp_pat
     for drop in drops["drops"]:
         expl = drop["explanation"]
         assert expl["complete"] is False
-        assert "CiliumNetworkPolicy backend/l7-backend" in expl["not_evaluated"]
+        assert "CiliumNetworkPolicy backend/l7-backend" not in expl["not_evaluated"]
+        assert any(n.startswith("Calico GlobalNetworkPolicy odd") for n in expl["not_evaluated"])
     assert status == 200
-    assert answer["complete"] is False
-    assert "not evaluated: CiliumNetworkPolicy backend/l7-backend selects the destination pod backend/pod-b" in \
-        answer["explanation"]["headline"]
+    assert answer["allowed"] is False
+    # policy-kinds.md 1.2: fromEndpoints in a CNP of namespace backend selects pods of backend only.
+    assert answer["ingress"]["model"]["selecting"] == ["CiliumNetworkPolicy backend/l7-backend spec.ingress[0]"]
+    assert "CiliumNetworkPolicy backend/l7-backend" in answer["explanation"]["headline"]
     assert gauge(metrics, "drop_explainer_policies_not_evaluated", group="cilium.io",
-                 kind="CiliumNetworkPolicy") == 1
+                 kind="CiliumNetworkPolicy") in (None, 0)
     assert gauge(metrics, "drop_explainer_policies_not_evaluated", group="projectcalico.org",
                  kind="GlobalNetworkPolicy") == 1

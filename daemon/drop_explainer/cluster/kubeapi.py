@@ -88,7 +88,35 @@ RESOURCES: Final = (
     # addresses and port of default/kubernetes (the API server on 6443, not the Service's 443): fixes use them.
     Resource("EndpointSlice", "/apis/discovery.k8s.io/v1/endpointslices", namespaced=True),
 )
-RESOURCE_BY_KIND: Final = {r.kind: r for r in RESOURCES}
+CILIUM_RESOURCES: Final = (
+    Resource("CiliumNetworkPolicy", "/apis/cilium.io/v2/ciliumnetworkpolicies", namespaced=True),
+    Resource("CiliumClusterwideNetworkPolicy", "/apis/cilium.io/v2/ciliumclusterwidenetworkpolicies",
+             namespaced=False),
+)
+"""Watched only when the API server serves them (the CRDs are installed): see ``served``."""
+RESOURCE_BY_KIND: Final = {r.kind: r for r in (*RESOURCES, *CILIUM_RESOURCES)}
+
+
+async def served(client: Client, resources: tuple[Resource, ...] = CILIUM_RESOURCES) -> tuple[Resource, ...]:
+    """Those of ``resources`` (custom resources) the API server serves; an absent CRD is not an error.
+
+    Read from API discovery (``/apis/GROUP/VERSION``): 404 means the group
+    is not served; the kinds missing from its resource list are not either.
+    """
+    out: list[Resource] = []
+    groups: dict[str, set[str] | None] = {}
+    for res in resources:
+        base, _, name = res.path.rpartition("/")
+        if base not in groups:
+            try:
+                found = await client.request("GET", base)
+                groups[base] = {str(r.get("name")) for r in found.get("resources") or () if isinstance(r, Mapping)}
+            except KubeApiError:
+                groups[base] = None
+        names = groups[base]
+        if names is not None and name in names:
+            out.append(res)
+    return tuple(out)
 OPTIONAL_FOR_CLI: Final = frozenset({"EndpointSlice"})
 """Kinds the one-shot CLI read goes on without when it may not list them (the daemon's RBAC has them)."""
 
@@ -322,7 +350,15 @@ def object_key(resource: Resource, raw: Mapping[str, Any]) -> str:
 
 
 def parse_object(resource: Resource, raw: Mapping[str, Any]) -> object:
-    """Our slim object for one raw item; raises ObjectError naming the field."""
+    """Our slim object for one raw item; raises ObjectError naming the field.
+
+    A Cilium policy compiles into the rule model, or into a RefusedPolicy
+    when Cilium's validation would reject it (kept, named and counted).
+    """
+    if resource in CILIUM_RESOURCES:
+        from drop_explainer.cluster.loading import compile_cilium
+
+        return compile_cilium({**raw, "apiVersion": raw.get("apiVersion") or "cilium.io/v2", "kind": resource.kind})
     return parsing.PARSERS[resource.kind](raw, f"{resource.kind} {object_key(resource, raw)}")
 
 
@@ -330,7 +366,7 @@ async def fetch_state(endpoint: Endpoint, *, page_size: int = 500) -> ClusterSta
     """One list of each kind, parsed page by page (the raw JSON is dropped as we go)."""
     objs: list[object] = []
     async with Client(endpoint) as client:
-        for resource in RESOURCES:
+        for resource in (*RESOURCES, *await served(client)):
             try:
                 objs.extend(await _list_kind(client, resource, page_size))
             except KubeApiError as exc:

@@ -39,6 +39,7 @@ from drop_explainer.cluster import objects as o
 from drop_explainer.cluster.enforcer import Detection, NotEvaluated
 from drop_explainer.cluster.errors import ObjectError
 from drop_explainer.cluster.state import ClusterState
+from drop_explainer.policy.model import RefusedPolicy
 
 log = logging.getLogger(__name__)
 
@@ -73,8 +74,11 @@ class LiveState:
 
     def __init__(self, client: kubeapi.Client, *, settings: LiveSettings = LiveSettings(),
                  on_pod_deleted: PodDeleted | None = None, clock: Clock = time.monotonic,
-                 wall_clock: Clock = time.time) -> None:
+                 wall_clock: Clock = time.time, discover: bool = True) -> None:
         self.settings = settings
+        self._discover = discover
+        """Watch the Cilium policy kinds too where the API server serves them (``kubeapi.served``)."""
+        self._resources: tuple[kubeapi.Resource, ...] = kubeapi.RESOURCES
         self._client = client
         self._on_pod_deleted = on_pod_deleted
         self._clock, self._wall_clock = clock, wall_clock
@@ -83,6 +87,8 @@ class LiveState:
         self.last_event_time: dict[str, float] = dict.fromkeys(KINDS, clock())
         """Monotonic time of each kind's last event, bookmark or quiet timeout."""
         self.disconnected_since: dict[str, float | None] = dict.fromkeys(KINDS)
+        self.refused = 0
+        """Policy objects their kind's validation rejects (no effect in the cluster either), counted."""
         self.skipped = 0
         """Objects our parsers rejected (the API server accepted them: a bug of ours)."""
         self.callback_errors = 0
@@ -112,7 +118,7 @@ class LiveState:
         now = self._clock() if now is None else now
         limit = self.settings.stall_factor * self.settings.watch.timeout_s
         out = []
-        for kind in KINDS:
+        for kind in self.synced:
             since = self.disconnected_since[kind]
             if now - self.last_event_time[kind] > limit or (since is not None and now - since > limit):
                 out.append(kind)
@@ -127,11 +133,26 @@ class LiveState:
 
     # ---- running ---------------------------------------------------------
 
+    def add_resources(self, resources: tuple[kubeapi.Resource, ...]) -> None:
+        """Watch these kinds too (before ``run``): readiness then waits for them as well."""
+        for res in resources:
+            if res.kind not in self.synced:
+                self._resources = (*self._resources, res)
+                self._objects[res.kind] = {}
+                self.synced[res.kind] = False
+                self.last_event_time[res.kind] = self._clock()
+                self.disconnected_since[res.kind] = None
+
     async def run(self) -> None:
-        """Watch all six kinds and publish snapshots, forever."""
-        self.last_event_time.update(dict.fromkeys(KINDS, self._clock()))
+        """Watch the six kinds (and the Cilium policy kinds where served) and publish snapshots, forever."""
+        if self._discover:
+            found = await kubeapi.served(self._client)
+            if found:
+                log.info("policy_kinds_watched", extra={"kinds": [r.kind for r in found]})
+            self.add_resources(found)
+        self.last_event_time.update(dict.fromkeys(self.synced, self._clock()))
         async with asyncio.TaskGroup() as tg:
-            for resource in kubeapi.RESOURCES:
+            for resource in self._resources:
                 tg.create_task(self._follow(resource), name=f"watch-{resource.kind}")
             tg.create_task(self._publish_changes(), name="publish-snapshots")
 
@@ -197,7 +218,11 @@ class LiveState:
                 self._pod_deleted(gone)
         else:
             try:
-                objs[event.key] = kubeapi.parse_object(kubeapi.RESOURCE_BY_KIND[kind], event.object)
+                parsed = kubeapi.parse_object(kubeapi.RESOURCE_BY_KIND[kind], event.object)
+                objs[event.key] = parsed
+                if isinstance(parsed, RefusedPolicy):
+                    self.refused += 1
+                    log.warning("policy_refused", extra={"object": parsed.describe()})
             except ObjectError as exc:
                 # Keeping the old version would be as wrong as having none; none is at least visible.
                 objs.pop(event.key, None)

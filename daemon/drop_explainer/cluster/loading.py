@@ -19,6 +19,8 @@ import yaml
 from drop_explainer.cluster import enforcer, parsing
 from drop_explainer.cluster.errors import ObjectError, StateFileError
 from drop_explainer.cluster.state import ClusterState
+from drop_explainer.policy.kinds import cilium
+from drop_explainer.policy.model import CompiledPolicy, RefusedPolicy
 
 _SUFFIXES = (".yaml", ".yml", ".json")
 # libyaml's loader is ~10x faster on a 5,000-pod state; the pure one gives the same result.
@@ -68,6 +70,11 @@ def parse_documents(name: str, text: str, *, inventory: list[Mapping[str, Any]] 
         kind = data.get("kind")
         if inventory is not None and kind in enforcer.INVENTORY_KINDS:
             inventory.append(data)
+        if cilium.is_cilium_policy(data):
+            if inventory is not None:
+                inventory.append(data)
+            out.append(compile_cilium(data))
+            continue
         if enforcer.not_evaluated(data) is not None:
             # Kept and named, never parsed as networking.k8s.io's NetworkPolicy (crd.antrea.io and
             # projectcalico.org have kinds of that name, with other fields).
@@ -83,6 +90,18 @@ def parse_documents(name: str, text: str, *, inventory: list[Mapping[str, Any]] 
         except ObjectError as exc:
             raise StateFileError(name, exc.reason, obj=exc.obj, field=exc.field) from None
     return out
+
+
+def compile_cilium(data: Mapping[str, Any]) -> CompiledPolicy | RefusedPolicy:
+    """A CNP/CCNP in the rule model, or refused as Cilium's validation refuses it (no effect, not fatal)."""
+    try:
+        return cilium.compile_object(data)
+    except cilium.Invalid as exc:
+        kind = str(data.get("kind"))
+        meta = data.get("metadata") if isinstance(data.get("metadata"), Mapping) else {}
+        assert isinstance(meta, Mapping)
+        namespace = str(meta.get("namespace") or "default") if kind == cilium.CNP else None
+        return RefusedPolicy(kind, namespace, str(meta.get("name") or ""), exc.field, exc.reason)
 
 
 def _documents(text: str) -> list[Any]:

@@ -97,6 +97,8 @@ class Pod:
     owners: tuple[OwnerReference, ...] = ()
     generate_name: str | None = None
     resource_version: str | None = None
+    service_account: str | None = None
+    """spec.serviceAccountName (Cilium's identity carries it; None reads as "default")."""
 
     @property
     def key(self) -> str:

@@ -246,6 +246,7 @@ def parse_pod(data: Mapping[str, Any], obj: str) -> o.Pod:
         owners=owners,
         generate_name=meta.text("generateName"),
         resource_version=meta.text("resourceVersion"),
+        service_account=spec.text("serviceAccountName") or spec.text("serviceAccount"),
     )
 
 

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field, fields, replace
 from typing import TYPE_CHECKING
 
 from drop_explainer.cluster import objects as o
+from drop_explainer.policy.model import CompiledPolicy, RefusedPolicy
 
 if TYPE_CHECKING:
     from drop_explainer.cluster.enforcer import Detection, NotEvaluated
@@ -39,6 +40,10 @@ class ClusterState:
     """Which component enforces policy (cluster/enforcer.py); None = not detected, nothing is said."""
     not_evaluated: tuple[NotEvaluated, ...] = ()
     """Policy objects of kinds loaded but not evaluated (Antrea-native): every answer names them."""
+    compiled: Mapping[str, CompiledPolicy] = field(default_factory=dict)
+    """Policies of other kinds (CiliumNetworkPolicy, ...) compiled into the rule model (policy/model.py)."""
+    refused: tuple[RefusedPolicy, ...] = ()
+    """Objects their kind's validation rejects: no effect at all; named and counted."""
     pods_by_namespace: Mapping[str, tuple[o.Pod, ...]] = field(init=False)
     policies_by_namespace: Mapping[str, tuple[o.NetworkPolicy, ...]] = field(init=False)
     pod_by_ip: Mapping[str, o.Pod] = field(init=False)
@@ -49,6 +54,8 @@ class ClusterState:
     slices_by_service: Mapping[str, tuple[o.EndpointSlice, ...]] = field(init=False)
     """NAMESPACE/SERVICE -> its EndpointSlices."""
     pod_networks: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = field(init=False)
+    compiled_by_namespace: Mapping[str | None, tuple[CompiledPolicy, ...]] = field(init=False)
+    """Compiled policies by namespace; None holds the cluster-wide ones."""
 
     def __post_init__(self) -> None:
         by_ns: dict[str, list[o.Pod]] = defaultdict(list)
@@ -84,6 +91,10 @@ class ClusterState:
             if sl.service:
                 by_svc[f"{sl.namespace}/{sl.service}"].append(sl)
         object.__setattr__(self, "slices_by_service", {k: tuple(v) for k, v in by_svc.items()})
+        by_scope: dict[str | None, list[CompiledPolicy]] = defaultdict(list)
+        for cp in self.compiled.values():
+            by_scope[cp.namespace].append(cp)
+        object.__setattr__(self, "compiled_by_namespace", {k: tuple(v) for k, v in by_scope.items()})
 
     @classmethod
     def build(cls, objs: Iterable[object]) -> ClusterState:
@@ -94,6 +105,8 @@ class ClusterState:
         svcs: dict[str, o.Service] = {}
         pols: dict[str, o.NetworkPolicy] = {}
         slices: dict[str, o.EndpointSlice] = {}
+        compiled: dict[str, CompiledPolicy] = {}
+        refused: dict[str, RefusedPolicy] = {}
         for obj in objs:
             match obj:
                 case o.Namespace():
@@ -108,19 +121,27 @@ class ClusterState:
                     pols[obj.key] = obj
                 case o.EndpointSlice():
                     slices[obj.key] = obj
+                case CompiledPolicy():
+                    compiled[obj.key] = obj
+                    refused.pop(obj.key, None)
+                case RefusedPolicy():
+                    refused[obj.key] = obj
+                    compiled.pop(obj.key, None)
                 case _:
                     raise TypeError(f"not a cluster object: {type(obj).__name__}")
         # Namespaces referenced but not listed still exist for the selectors
         # that match on kubernetes.io/metadata.name, as the API server sets it.
-        for name in {p.namespace for p in pods.values()} | {p.namespace for p in pols.values()}:
+        named = {p.namespace for p in pods.values()} | {p.namespace for p in pols.values()}
+        for name in named | {c.namespace for c in compiled.values() if c.namespace is not None}:
             ns.setdefault(name, o.Namespace(name, {"kubernetes.io/metadata.name": name}))
-        return cls(ns, pods, nodes, svcs, pols, slices)
+        return cls(ns, pods, nodes, svcs, pols, slices, compiled=compiled, refused=tuple(refused.values()))
 
     def with_objects(self, *objs: object) -> ClusterState:
         """A new snapshot with these objects added or replacing their namesakes."""
         built = ClusterState.build([*self.namespaces.values(), *self.pods.values(), *self.nodes.values(),
                                     *self.services.values(), *self.policies.values(),
-                                    *self.endpoint_slices.values(), *objs])
+                                    *self.endpoint_slices.values(), *self.compiled.values(), *self.refused,
+                                    *objs])
         return built.with_enforcer(self.enforcer).with_not_evaluated(self.not_evaluated)
 
     def with_enforcer(self, detection: Detection | None) -> ClusterState:

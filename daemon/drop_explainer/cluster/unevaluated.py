@@ -1,6 +1,7 @@
 """Policy kinds the engine loads but does not evaluate, and which pods each may select.
 
-The engine evaluates networking.k8s.io/v1 NetworkPolicy only. A cluster on
+The engine evaluates networking.k8s.io/v1 NetworkPolicy, and CiliumNetworkPolicy
+and CiliumClusterwideNetworkPolicy through the rule model (policy/kinds/cilium.py). A cluster on
 Cilium, Calico or Antrea usually has policies of the CNI's own kinds too,
 and AdminNetworkPolicy may be installed: each can drop what NetworkPolicy
 allows, or allow what it denies. Reading them as NetworkPolicy is wrong (a
@@ -16,8 +17,7 @@ Calico selector expressions made of ``==``, ``!=``, ``in``, ``not in``,
 conservatively as "any pod in the policy's namespace" (namespaced kinds) or
 "any pod" (cluster-wide kinds), and said to be a "may select". Which fields
 select, per kind, is from the policy-kinds reference (``policy-kinds.md``):
-CiliumNetworkPolicy ``endpointSelector`` with the policy's namespace added
-(section 1.2), ``nodeSelector`` rules select hosts only; Calico ``selector``
+Calico ``selector``
 (and ``namespaceSelector`` of a GlobalNetworkPolicy) in Calico's selector
 language (section 2.2); AdminNetworkPolicy, BaselineAdminNetworkPolicy and
 ClusterNetworkPolicy ``subject`` (section 3); Antrea ``appliedTo``
@@ -78,7 +78,6 @@ class NotEvaluated:
 _PREFIX: Final = {"crd.antrea.io": "Antrea ", "projectcalico.org": "Calico ", "crd.projectcalico.org": "Calico "}
 
 KINDS_NOT_EVALUATED: Final = (
-    ("cilium.io", "CiliumNetworkPolicy"), ("cilium.io", "CiliumClusterwideNetworkPolicy"),
     ("projectcalico.org", "NetworkPolicy"), ("projectcalico.org", "GlobalNetworkPolicy"),
     ("crd.projectcalico.org", "NetworkPolicy"), ("crd.projectcalico.org", "GlobalNetworkPolicy"),
     ("policy.networking.k8s.io", "AdminNetworkPolicy"), ("policy.networking.k8s.io", "BaselineAdminNetworkPolicy"),
@@ -88,8 +87,6 @@ KINDS_NOT_EVALUATED: Final = (
 """(API group, kind) of every policy kind kept and named; one row per kind."""
 
 LISTS: Final = (
-    ("cilium.io", "v2", "ciliumnetworkpolicies", "CiliumNetworkPolicy"),
-    ("cilium.io", "v2", "ciliumclusterwidenetworkpolicies", "CiliumClusterwideNetworkPolicy"),
     ("crd.projectcalico.org", "v1", "networkpolicies", "NetworkPolicy"),
     ("crd.projectcalico.org", "v1", "globalnetworkpolicies", "GlobalNetworkPolicy"),
     ("projectcalico.org", "v3", "networkpolicies", "NetworkPolicy"),
@@ -140,8 +137,6 @@ class _Unreadable(Exception):
 def _choices(group: str, kind: str, obj: Json, namespace: str | None) -> tuple[Choice, ...]:
     if kind == "Tier":
         return ()
-    if group == "cilium.io":
-        return _cilium(obj, namespace)
     spec = obj.get("spec")
     if not isinstance(spec, Mapping):
         raise _Unreadable
@@ -172,57 +167,6 @@ def _selector(data: object) -> o.LabelSelector:
         except (KeyError, ValueError):
             raise _Unreadable from None
     return o.LabelSelector(tuple(sorted((str(k), str(v)) for k, v in labels.items())), tuple(reqs))
-
-
-# --- Cilium: endpointSelector, with its label sources ---------------------------------------
-
-_CILIUM_NS: Final = "io.kubernetes.pod.namespace"
-_CILIUM_NS_LABELS: Final = "io.cilium.k8s.namespace.labels."
-
-
-def _cilium(obj: Json, namespace: str | None) -> tuple[Choice, ...]:
-    """A CNP's rules are its ``spec`` and its ``specs``, all added together (reference section 1.1)."""
-    specs = obj.get("specs") or []
-    if not isinstance(specs, list):
-        raise _Unreadable
-    rules = [r for r in [obj.get("spec"), *specs] if r is not None]
-    out: list[Choice] = []
-    for rule in rules:
-        if not isinstance(rule, Mapping):
-            raise _Unreadable
-        if rule.get("nodeSelector") is not None:
-            continue  # a host policy: selects nodes, never a pod
-        out.append(_cilium_choice(_selector(rule.get("endpointSelector")), namespace))
-    return tuple(out)
-
-
-def _cilium_choice(sel: o.LabelSelector, namespace: str | None) -> Choice:
-    pods: list[tuple[str, str]] = []
-    ns_labels: list[tuple[str, str]] = []
-    named = namespace
-    for key, value in sel.match_labels:
-        source, sep, bare = key.partition(":")
-        if sep and source not in ("k8s", "any"):
-            raise _Unreadable  # reserved:, cidr:, ... are not pod labels
-        bare = bare if sep else key
-        if bare == _CILIUM_NS:
-            if named is not None and named != value:
-                continue  # Cilium drops a foreign namespace from a CNP's subject (reference section 1.2)
-            named = value
-        elif bare.startswith(_CILIUM_NS_LABELS):
-            ns_labels.append((bare.removeprefix(_CILIUM_NS_LABELS), value))
-        elif bare.startswith("io.cilium.") or bare.startswith("io.kubernetes."):
-            raise _Unreadable
-        else:
-            pods.append((bare, value))
-    reqs = []
-    for req in sel.match_expressions:
-        source, sep, bare = req.key.partition(":")
-        if (sep and source not in ("k8s", "any")) or (bare if sep else req.key).startswith(("io.cilium.", "io.k")):
-            raise _Unreadable
-        reqs.append(o.Requirement(bare if sep else req.key, req.operator, req.values))
-    nss = o.LabelSelector(tuple(ns_labels)) if ns_labels else None
-    return Choice(o.LabelSelector(tuple(pods), tuple(reqs)), nss, named)
 
 
 # --- Calico: selector expressions ---------------------------------------------------------------

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 from drop_explainer.cluster.objects import Node, Pod, PolicyType
-from drop_explainer.explain import antrea, calico, enforcement, fixes, probes, tracing, traps
+from drop_explainer.explain import antrea, calico, cilium, enforcement, fixes, probes, tracing, traps
 from drop_explainer.explain.model import Agreement, Explanation, PolicyTrace
 from drop_explainer.explain.reasons import describe_drop_reason
 from drop_explainer.flows.model import Direction, DropKind, Endpoint, EndpointKind, Flow, Verdict
@@ -40,8 +40,10 @@ def explain_connection(engine: Engine, conn: Connection, flow: Flow | None = Non
         traces += tracing.trace_direction(engine, conn, PolicyType.INGRESS)
     # The kubelet-probe trap also stands where the engine allows: the CNI dropped what the spec exempts.
     found = traps.detect(engine, conn, traces, flow) if traces else tuple(traps.kubelet_probe(engine, conn, flow))
-    plan = fixes.plan(engine, conn, traces, radius=blast_radius) if traces else ()
-    problem = fixes.unresolved(engine, conn) if traces else None
+    denies = cilium.deny_notes(verdict)
+    plan = fixes.plan(engine, conn, traces, radius=blast_radius) if traces and not denies else ()
+    problem = fixes.unresolved(engine, conn) if traces and not denies else None
+    notes = (*notes, *denies)
     if problem is not None:
         notes = (*notes, f"no fix is offered: {problem}")
     if any(t.id == probes.TRAP_ID for t in found):
@@ -52,10 +54,23 @@ def explain_connection(engine: Engine, conn: Connection, flow: Flow | None = Non
                                                f"CNI profile {engine.profile.describe()} exempt from isolation; the "
                                                "CNI's own setting differs (see the kubelet-probe trap)",
                                                *agreement.causes))
-    expl = Explanation(conn, verdict, "", traces, tracing.closest_rule(traces), found, plan, agreement, flow, notes,
-                       profile=engine.profile)
-    return enforcement.lead(replace(expl, headline=headline(expl)), engine.state.enforcer,
-                            engine.state.not_evaluated)
+    model_notes = cilium.notes(engine, conn, verdict) if engine.state.compiled else ()
+    expl = Explanation(conn, verdict, "", traces, tracing.closest_rule(traces), found, plan, agreement, flow,
+                       (*notes, *model_notes), profile=engine.profile)
+    led = enforcement.lead(replace(expl, headline=headline(expl)), engine.state.enforcer,
+                           engine.state.not_evaluated)
+    return _undecided(led, verdict.unsure)
+
+
+def _undecided(expl: Explanation, unsure: tuple[str, ...]) -> Explanation:
+    """Never a confident answer that depends on what is not evaluated (toFQDNs, host policies...)."""
+    if not unsure:
+        return expl
+    head = expl.headline
+    if head.startswith("ALLOWED "):
+        head = "NOT DECIDED " + head.removeprefix("ALLOWED ")
+    head += f"; not decided: {unsure[0]}{' (and more)' if len(unsure) > 1 else ''}"
+    return replace(expl, headline=head, not_evaluated=(*expl.not_evaluated, *unsure))
 
 
 def explain_flow(engine: Engine, flow: Flow, *, blast_radius: bool = True) -> Explanation:
@@ -177,6 +192,9 @@ def headline(e: Explanation) -> str:
         if e.verdict.ingress.node_exempt:
             return (f"{word} {what}: the source is the pod's own node, which is exempt from its ingress isolation "
                     f"(CNI profile {e.profile.describe()})")
+        allowing = cilium.policies_of((*e.verdict.ingress.rules_allowing, *e.verdict.egress.rules_allowing))
+        if allowing:
+            return f"{word} {what}: the policies in the state allow it ({', '.join(allowing)} among them)"
         return f"{word} {what}: the NetworkPolicies in the state allow it"
     parts = []
     for t_dir, d in (("egress", e.verdict.egress), ("ingress", e.verdict.ingress)):
@@ -186,9 +204,13 @@ def headline(e: Explanation) -> str:
         if d.isolated_by_mode is not None and not d.policies:
             parts.append(f"{t_dir} of {at} is isolated by the datapath: {d.isolated_by_mode}")
             continue
-        names = ", ".join(p.key for p in d.policies)
         local = "" if d.node_local is None else f" (the pod's own node is not exempt under CNI profile " \
             f"{e.profile.describe()})"
+        model = cilium.direction_part(d, t_dir, at)
+        if model is not None:
+            parts.append(model + ("" if d.denied_by else local))
+            continue
+        names = ", ".join(p.key for p in d.policies)
         parts.append(f"{t_dir} of {at} is isolated by {names} and no rule admits it{local}")
     trap = f" [trap: {', '.join(t.id for t in e.traps)}]" if e.traps else ""
     return f"DENIED {what}: {'; '.join(parts)}{trap}"

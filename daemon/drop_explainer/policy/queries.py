@@ -139,6 +139,11 @@ def direction_json(d: DirectionVerdict) -> dict[str, Any]:
         out["node_local"] = {"node": d.node_local.node, "exempt": d.node_local.exempt, "why": d.node_local.why}
     if d.isolated_by_mode is not None:
         out["isolated_by_mode"] = d.isolated_by_mode
+    if d.selecting or d.unsure:
+        out["model"] = {"selecting": [r.origin.describe() for r in d.selecting],
+                        "allowed_by": [r.origin.describe() for r in d.rules_allowing],
+                        "denied_by": [r.origin.describe() for r in d.denied_by],
+                        "l7": list(d.l7), "unsure": list(d.unsure)}
     return out
 
 

@@ -42,6 +42,12 @@ def cnp(name: str, selector: dict[str, Any], ns: str = "shop", **more: Any) -> d
             "spec": {"endpointSelector": selector, "ingress": [{"fromEntities": ["cluster"]}], **more}}
 
 
+def antrea(name: str, selector: dict[str, Any], ns: str = "shop") -> dict[str, Any]:
+    """An Antrea NetworkPolicy: a kind still not evaluated (CiliumNetworkPolicy now is, issue 14)."""
+    return {"apiVersion": "crd.antrea.io/v1beta1", "kind": "NetworkPolicy", "metadata": {"name": name, "namespace": ns},
+            "spec": {"appliedTo": [{"podSelector": selector}], "ingress": []}}
+
+
 def calico(kind: str, name: str, selector: str | None, ns: str | None = "shop", **spec: Any) -> dict[str, Any]:
     meta = {"name": name, **({"namespace": ns} if ns else {})}
     return {"apiVersion": "projectcalico.org/v3", "kind": kind, "metadata": meta,
@@ -71,8 +77,8 @@ def test_a_calico_v3_networkpolicy_loads_and_is_never_read_as_a_kubernetes_one(t
                                         cnp("l7", {"matchLabels": {"app": "web"}})]), encoding="utf-8")
     loaded = load_state(path)
     assert loaded.policies == {}
-    assert [o.describe() for o in loaded.not_evaluated] == [
-        "Calico NetworkPolicy shop/deny-web (order 10)", "CiliumNetworkPolicy shop/l7"]
+    assert [o.describe() for o in loaded.not_evaluated] == ["Calico NetworkPolicy shop/deny-web (order 10)"]
+    assert [c.describe() for c in loaded.compiled.values()] == ["CiliumNetworkPolicy shop/l7"]  # evaluated now
 
 
 def test_the_group_decides_the_kind_and_a_networkpolicy_without_apiversion_is_still_kubernetes() -> None:
@@ -101,21 +107,6 @@ def test_a_typed_crd_list_passes_its_group_to_its_items(tmp_path: Path) -> None:
 
 WEB = "shop/web"
 CASES = [
-    pytest.param(cnp("x", {"matchLabels": {"app": "web"}}), WEB, True, id="cnp-matchlabels"),
-    pytest.param(cnp("x", {"matchLabels": {"k8s:app": "web"}}), WEB, True, id="cnp-k8s-source-prefix"),
-    pytest.param(cnp("x", {"matchLabels": {"app": "db"}}), WEB, False, id="cnp-other-labels"),
-    pytest.param(cnp("x", {}), "ops/probe", False, id="cnp-other-namespace-never"),
-    pytest.param(cnp("x", {"matchLabels": {"k8s:io.kubernetes.pod.namespace": "ops"}}), WEB, True,
-                 id="cnp-foreign-namespace-label-is-dropped-by-cilium"),
-    pytest.param(cnp("x", {"matchLabels": {"reserved:host": ""}}), WEB, None, id="cnp-reserved-label-may"),
-    pytest.param(cnp("x", {"matchExpressions": [{"key": "app", "operator": "In", "values": ["web"]}]}), WEB, True,
-                 id="cnp-matchexpressions"),
-    pytest.param({"apiVersion": "cilium.io/v2", "kind": "CiliumClusterwideNetworkPolicy", "metadata": {"name": "h"},
-                  "spec": {"nodeSelector": {}, "ingress": [{"fromEntities": ["cluster"]}]}}, WEB, False,
-                 id="ccnp-host-policy-selects-no-pod"),
-    pytest.param({"apiVersion": "cilium.io/v2", "kind": "CiliumClusterwideNetworkPolicy", "metadata": {"name": "c"},
-                  "spec": {"endpointSelector": {"matchLabels": {"app": "probe"}}}}, "ops/probe", True,
-                 id="ccnp-cluster-wide"),
     pytest.param(calico("NetworkPolicy", "p", "app == 'web'"), WEB, True, id="calico-equals"),
     pytest.param(calico("NetworkPolicy", "p", "app == 'web' && !has(debug)"), WEB, True, id="calico-and-not-has"),
     pytest.param(calico("NetworkPolicy", "p", "app in {'db', 'cache'}"), WEB, False, id="calico-in-set"),
@@ -161,7 +152,7 @@ def test_which_pods_a_policy_of_each_kind_selects(obj: dict[str, Any], pod: str,
 
 def test_a_host_network_end_or_an_address_is_not_selected() -> None:
     """These kinds select pods here; a node address or the outside world is not one."""
-    entry = unevaluated.not_evaluated(cnp("x", {}))
+    entry = unevaluated.not_evaluated(antrea("x", {}))
     assert entry is not None
     st = state()
     assert marking.selects(entry, endpoints.resolve(st, "192.0.2.1")) is False
@@ -175,8 +166,8 @@ def whatif(st: ClusterState, src: str, dst: str, port: int = 8080) -> dict[str, 
 
 
 ANSWERS = [
-    pytest.param(cnp("l4", {"matchLabels": {"app": "web"}}), "shop/client", WEB,
-                 "not evaluated: CiliumNetworkPolicy shop/l4 selects the destination pod shop/web", id="cnp-dest"),
+    pytest.param(antrea("l4", {"matchLabels": {"app": "web"}}), "shop/client", WEB,
+                 "not evaluated: Antrea NetworkPolicy shop/l4 selects the destination pod shop/web", id="antrea-dest"),
     pytest.param(calico("NetworkPolicy", "egress", "app == 'client'"), "shop/client", WEB,
                  "not evaluated: Calico NetworkPolicy shop/egress (order 10) selects the source pod shop/client",
                  id="calico-source"),
@@ -206,27 +197,26 @@ def test_an_allowed_verdict_on_a_selected_pod_is_never_a_silent_allowed(
 
 
 def test_a_denied_verdict_on_a_selected_pod_says_the_policy_may_change_it() -> None:
-    """A CiliumNetworkPolicy can allow what a NetworkPolicy denies: the DENIED is incomplete too."""
+    """An Antrea NetworkPolicy can allow what a NetworkPolicy denies: the DENIED is incomplete too."""
     deny = {"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
             "metadata": {"name": "deny", "namespace": "shop"}, "spec": {"podSelector": {"matchLabels": {"app": "web"}}}}
-    answer = whatif(state(deny, cnp("l4", {"matchLabels": {"app": "web"}})), "shop/client", WEB)
+    answer = whatif(state(deny, antrea("l4", {"matchLabels": {"app": "web"}})), "shop/client", WEB)
     headline = answer["explanation"]["headline"]
     assert answer["allowed"] is False
     assert answer["complete"] is False
     assert headline.startswith("DENIED shop/client -> shop/web TCP/8080: ingress of shop/web is isolated by shop/deny")
-    assert "; not evaluated: CiliumNetworkPolicy shop/l4 selects the destination pod shop/web, which may change" in \
+    assert "; not evaluated: Antrea NetworkPolicy shop/l4 selects the destination pod shop/web, which may change" in \
         headline
 
 
 def test_policies_that_select_neither_end_are_counted_and_the_answer_is_complete() -> None:
-    """A Cilium policy on another workload cannot change this verdict: complete, with a count."""
-    expl = explaining.explain_connection(
-        Engine(state(cnp("db", {"matchLabels": {"app": "db"}}))),
-        queries.connection(state(cnp("db", {"matchLabels": {"app": "db"}})), queries.Query("shop/client", WEB, 8080)))
+    """An Antrea policy on another workload cannot change this verdict: complete, with a count."""
+    st = state(antrea("db", {"matchLabels": {"app": "db"}}))
+    expl = explaining.explain_connection(Engine(st), queries.connection(st, queries.Query("shop/client", WEB, 8080)))
     doc = rendering.explanation_json(expl)
     assert doc["complete"] is True
     assert expl.headline.startswith("ALLOWED")
-    assert "1 policy object(s) of kinds not evaluated here are in the state (CiliumNetworkPolicy); none selects " \
+    assert "1 policy object(s) of kinds not evaluated here are in the state (NetworkPolicy); none selects " \
            "either end of this connection" in doc["notes"]
 
 
@@ -238,23 +228,23 @@ def test_a_state_without_such_policies_is_complete_and_silent() -> None:
 
 def test_the_cli_state_summary_counts_them_by_kind(tmp_path: Path) -> None:
     path = tmp_path / "state.yaml"
-    path.write_text(yaml.safe_dump_all([*BASE, calico("NetworkPolicy", "a", "all()"), cnp("b", {}), cnp("c", {}),
+    path.write_text(yaml.safe_dump_all([*BASE, calico("NetworkPolicy", "a", "all()"), antrea("b", {}), antrea("c", {}),
                                         calico("GlobalNetworkPolicy", "g", "all()", ns=None)]), encoding="utf-8")
     out = io.StringIO()
     assert cli.main(["state", "--state", str(path)], out=out) == 0
     text = out.getvalue()
-    assert "4 policies of kinds not evaluated: CiliumNetworkPolicy 2, Calico GlobalNetworkPolicy 1, " \
+    assert "4 policies of kinds not evaluated: Antrea NetworkPolicy 2, Calico GlobalNetworkPolicy 1, " \
            "Calico NetworkPolicy 1" in text
-    assert "  not evaluated: CiliumNetworkPolicy shop/b" in text
+    assert "  not evaluated: Antrea NetworkPolicy shop/b" in text
 
 
 def test_a_verdict_only_batch_answer_carries_complete_too() -> None:
     """whatif --batch without --explain: no explanation, and still no silent "allowed"."""
-    st = state(cnp("l4", {"matchLabels": {"app": "web"}}))
+    st = state(antrea("l4", {"matchLabels": {"app": "web"}}))
     answer = cli.whatif(Engine(st), queries.Query("shop/client", WEB, 8080, "TCP"))
     assert "explanation" not in answer
     assert (answer["allowed"], answer["complete"], answer["not_evaluated"]) == (
-        True, False, ["CiliumNetworkPolicy shop/l4"])
+        True, False, ["Antrea NetworkPolicy shop/l4"])
     other = cli.whatif(Engine(st), queries.Query("shop/client", "ops/probe", 8080, "TCP"))
     assert (other["complete"], other["not_evaluated"]) == (True, [])
 
