@@ -19,11 +19,12 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(VENV)/bin/drop-explainer demo
 
-# Real components the tests start: kube-apiserver, etcd, kubectl and the hubble CLI (built from Go
-# modules, cached by version), Prometheus, promtool and Alertmanager (Debian packages).
+# Real components the tests start: kube-apiserver, etcd, kubectl, the hubble CLI and an OpenTelemetry
+# Collector (built from Go modules, cached by version), Prometheus, promtool and Alertmanager (Debian packages).
 tools: $(STAMP)
 	bash scripts/build-k8s-binaries.sh
 	bash scripts/build-hubble-cli.sh
+	bash scripts/build-otelcol.sh
 	bash scripts/install-test-tools.sh
 
 lint: $(STAMP)
