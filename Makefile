@@ -42,6 +42,7 @@ bench: $(STAMP)
 	$(PY) bench/store.py
 	$(PY) bench/calico.py
 	$(PY) bench/api_load.py
+	$(PY) bench/export.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

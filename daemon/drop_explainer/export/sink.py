@@ -72,9 +72,10 @@ class ExportSink:
 
     def handle(self, drop: ExplainedDrop) -> None:
         tracked = self._tracked.get(drop.signature.id)
-        if tracked is not None:
-            tracked.pending += drop.flow.packets
-            tracked.total += drop.flow.packets
+        if tracked is not None:  # a repeat, the common case: two additions
+            packets = drop.flow.packets
+            tracked.pending += packets
+            tracked.total += packets
             return
         if not (drop.new and self.policy.new) and not self.policy.updates:
             return
