@@ -23,7 +23,7 @@ from drop_explainer.hubble_pb import flow_pb2
 from drop_explainer.pipeline import StaticState
 from drop_explainer.settings import Settings
 from drop_explainer.testing.hubble_server import FakeHubbleServer, load_responses
-from tests.daemon_support import eventually, run_settings, running
+from tests.daemon_support import eventually, http_get, run_settings, running
 from tests.otelcol_support import Collector, CollectorError, attributes, build
 
 INCIDENT = demo.incident_dir()
@@ -75,9 +75,13 @@ async def test_every_new_signature_of_the_incident_arrives_once_with_its_attribu
             await asyncio.sleep(1.5)  # a duplicate, if we sent one, would have arrived by now (flush 100 ms)
             assert daemon.export is not None
             sent = daemon.export.channels[0].stats.sent
+            _, metrics = await http_get(daemon.port or 0, "/metrics")
     records = _new_records(collector)
     ids = Counter(r["attrs"]["drop_explainer.signature"] for r in records)
     assert sent == 2
+    assert 'drop_explainer_export_records_total{exporter="otlp",outcome="sent"} 2.0' in metrics
+    assert 'drop_explainer_export_records_total{exporter="otlp",outcome="overflow"} 0.0' in metrics
+    assert 'drop_explainer_export_made_total{kind="new"} 2.0' in metrics
     assert set(ids) == {r.signature.id for r in stored}
     assert all(n == 1 for n in ids.values()), ids
     by_peer = {r["attrs"]["network.peer.address"]: r for r in records}
