@@ -9,6 +9,7 @@ is about what a real receiver decoded from our bytes.
 from __future__ import annotations
 
 import asyncio
+import json
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import replace
@@ -68,7 +69,8 @@ async def test_every_new_signature_of_the_incident_arrives_once_with_its_attribu
         collector: Collector, tmp_path: Path) -> None:
     """The incident's stream: two signatures on backend/pod-b (pod-a's request, the kubelet's probe)."""
     async with FakeHubbleServer(load_responses(FLOWS), node_name="node-2") as hubble:
-        settings = _settings(collector, tmp_path, hubble, "--export-what", "new")
+        settings = _settings(collector, tmp_path, hubble, "--export-what", "new",
+                             "--export-file", str(tmp_path / "drops.jsonl"))
         async with running(settings, StaticState(load_state(INCIDENT))) as daemon:
             stored = await eventually(lambda: len(daemon.store.query()) >= 2 and daemon.store.query())
             await eventually(lambda: len(_new_records(collector)) >= 2, timeout=30)
@@ -112,6 +114,17 @@ async def test_every_new_signature_of_the_incident_arrives_once_with_its_attribu
     assert "drop_explainer.fix" in app["attrs"]
     assert probe["attrs"]["drop_explainer.trap"] == ["kubelet-probe"]
     assert app["body"]["stringValue"].startswith("DENIED frontend/pod-a -> backend/pod-b TCP/8080")
+    # The JSON lines file: the same records, in the same shape (attributes flat).
+    lines = [json.loads(x) for x in (tmp_path / "drops.jsonl").read_text().splitlines()]
+    assert len(lines) == 2
+    for line in lines:
+        rec = next(r for r in records if r["attrs"]["drop_explainer.signature"]
+                   == line["attributes"]["drop_explainer.signature"])
+        assert line["attributes"] == rec["attrs"]
+        assert line["body"] == rec["body"]["stringValue"]
+        assert line["eventName"] == rec["eventName"]
+        assert line["timeUnixNano"] == rec["timeUnixNano"]
+        assert line["resource"] == rec["resource"]
 
 
 def _on_port(template: flow_pb2.Flow, port: int, t: int) -> flow_pb2.Flow:
