@@ -41,6 +41,8 @@ class ExportPolicy:
     """Fraction of count updates exported (0..1)."""
     max_signatures: int = 20_000
     """Signatures whose counts are kept for updates; beyond, a signature is not updated (counted)."""
+    forget_after_ticks: int = 60
+    """A signature silent for this many update intervals is forgotten (its next drop starts it again)."""
     resource: Mapping[str, Value] = field(default_factory=dict)
 
 
@@ -50,6 +52,7 @@ class _Tracked:
     total: int
     pending: int = 0
     credit: float = 0.0
+    idle: int = 0
 
 
 @dataclass(slots=True)
@@ -82,7 +85,7 @@ class ExportSink:
         self._first_sight(drop)
 
     def _first_sight(self, drop: ExplainedDrop) -> None:
-        packets = max(drop.flow.packets, 1)
+        packets = drop.flow.packets  # distinct packets (a double report counts 0), as the store counts them
         record = new_record(drop, self._state() if self._state is not None else None, packets)
         if drop.new and self.policy.new:
             self.stats.new += 1
@@ -104,9 +107,14 @@ class ExportSink:
         """One update record per signature with drops since its last record (sampled); returns how many."""
         now_ns = time.time_ns() if now_ns is None else now_ns
         made = 0
-        for tracked in self._tracked.values():
+        silent = []
+        for sig_id, tracked in self._tracked.items():
             if not tracked.pending:
+                tracked.idle += 1
+                if tracked.idle >= self.policy.forget_after_ticks:
+                    silent.append(sig_id)
                 continue
+            tracked.idle = 0
             tracked.credit += self.policy.sample
             if tracked.credit < 1.0:
                 self.stats.sampled_out += 1
@@ -115,6 +123,8 @@ class ExportSink:
             self._offer(update_record(tracked.base, now_ns, tracked.total, tracked.pending))
             tracked.pending = 0
             made += 1
+        for sig_id in silent:
+            del self._tracked[sig_id]
         self.stats.updates += made
         return made
 

@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from drop_explainer import demo
+from drop_explainer import app, demo
 from drop_explainer.cluster.loading import load_state
 from drop_explainer.hubble_pb import flow_pb2
 from drop_explainer.pipeline import StaticState
@@ -88,8 +88,8 @@ async def test_every_new_signature_of_the_incident_arrives_once_with_its_attribu
     assert all(n == 1 for n in ids.values()), ids
     by_peer = {r["attrs"]["network.peer.address"]: r for r in records}
     assert set(by_peer) == {"10.244.1.10", "172.18.0.12"}  # pod-a's IP (cluster.yaml), the node's (the probe)
-    app, probe = by_peer["10.244.1.10"], by_peer["172.18.0.12"]
-    for rec in (app, probe):
+    request, probe = by_peer["10.244.1.10"], by_peer["172.18.0.12"]
+    for rec in (request, probe):
         a = rec["attrs"]
         assert a["k8s.namespace.name"] == "backend"
         assert a["k8s.pod.name"] == "pod-b"
@@ -109,11 +109,11 @@ async def test_every_new_signature_of_the_incident_arrives_once_with_its_attribu
         assert rec["resource"]["service.name"] == "drop-explainer"
         assert rec["resource"]["k8s.node.name"] == "node-2"
         assert rec["scope"]["name"] == "drop-explainer"
-    assert app["attrs"]["drop_explainer.source.workload"] == "frontend/pod-a"
-    assert app["attrs"]["drop_explainer.trap"] == []
-    assert "drop_explainer.fix" in app["attrs"]
+    assert request["attrs"]["drop_explainer.source.workload"] == "frontend/pod-a"
+    assert request["attrs"]["drop_explainer.trap"] == []
+    assert "drop_explainer.fix" in request["attrs"]
     assert probe["attrs"]["drop_explainer.trap"] == ["kubelet-probe"]
-    assert app["body"]["stringValue"].startswith("DENIED frontend/pod-a -> backend/pod-b TCP/8080")
+    assert request["body"]["stringValue"].startswith("DENIED frontend/pod-a -> backend/pod-b TCP/8080")
     # The JSON lines file: the same records, in the same shape (attributes flat).
     lines = [json.loads(x) for x in (tmp_path / "drops.jsonl").read_text().splitlines()]
     assert len(lines) == 2
@@ -160,3 +160,48 @@ async def test_a_collector_restart_loses_nothing_queued_within_the_bound(
             await asyncio.sleep(1.5)
     ports = Counter(r["attrs"]["server.port"] for r in _new_records(collector))
     assert ports == Counter({8080: 2} | {9000 + i: 1 for i in range(20)})
+
+
+async def test_repeats_arrive_as_count_updates_of_their_signature(collector: Collector, tmp_path: Path) -> None:
+    """After the incident, pod-a retries: an update record carries the new packets in count.delta."""
+    responses = load_responses(FLOWS)
+    template = next(r.flow for r in responses if r.flow.source.pod_name == "pod-a")
+    async with FakeHubbleServer(responses, node_name="node-2") as hubble:
+        settings = _settings(collector, tmp_path, hubble, "--export-update-interval", "0.2")
+        async with running(settings, StaticState(load_state(INCIDENT))) as daemon:
+            assert daemon.export is not None
+            channel = daemon.export.channels[0]
+            await eventually(lambda: channel.stats.sent >= 2, timeout=30)
+            await eventually(lambda: not any(t.pending for t in daemon.export._tracked.values())  # type: ignore[union-attr]
+                             , timeout=30)
+            base = template.time.ToNanoseconds() + 60 * 10**9
+            for i in range(5):
+                hubble.push(_on_port(template, 8080, base + i * 10**6))
+            app_id = next(r.signature.id for r in daemon.store.query()
+                          if r.signature.source_workload == "frontend/pod-a")
+            want = await eventually(lambda: _packets(daemon, app_id), timeout=30)
+            await eventually(lambda: sum(_deltas(collector, app_id)) >= want, timeout=30)
+            await asyncio.sleep(1.0)  # a late extra update, if one were made, would have arrived
+    records = [r | {"attrs": attributes(r.get("attributes", []))} for r in collector.log_records()]
+    pod_a = [r for r in records if r["attrs"]["drop_explainer.signature"] == app_id]
+    assert pod_a[0]["eventName"] == "drop_explainer.drop.new"
+    updates = [r["attrs"] for r in pod_a if r["eventName"] == "drop_explainer.drop.update"]
+    assert updates, pod_a
+    # Every packet of pod-a's signature (as the store counts them) is in exactly one record's delta.
+    assert sum(r["attrs"]["drop_explainer.count.delta"] for r in pod_a) == want
+    assert updates[-1]["drop_explainer.count"] == want
+
+
+def _packets(daemon: app.Daemon, sig_id: str) -> int | None:
+    """The store's packet count of the signature, once the 5 pushed flows are in it."""
+    rec = daemon.store.get(sig_id)
+    return rec.packets if rec is not None and rec.flows >= 23 else None
+
+
+def _deltas(collector: Collector, sig_id: str) -> list[int]:
+    out = []
+    for r in collector.log_records():
+        a = attributes(r.get("attributes", []))
+        if a.get("drop_explainer.signature") == sig_id:
+            out.append(int(a["drop_explainer.count.delta"]))
+    return out

@@ -197,3 +197,17 @@ def test_headers_keep_a_token_with_equals_signs() -> None:
                   "authorization=Bearer abc==,x-scope-orgid=tenant-1")
     assert s.export.otlp is not None
     assert dict(s.export.otlp.headers) == {"authorization": "Bearer abc==", "x-scope-orgid": "tenant-1"}
+
+
+def test_a_silent_signature_is_forgotten_and_counted_afresh_when_it_returns(make_drop: MakeDrop) -> None:
+    """The update table stays bounded: silent signatures leave it; a returning one is an update, not new."""
+    sink, channel = _sink(ExportPolicy(forget_after_ticks=2, max_signatures=1))
+    sink.handle(make_drop(new=True))
+    sink.handle(make_drop(port=1, new=True))  # the table is full: recorded as new, not tracked
+    assert sink.stats.untracked == 1
+    sink.emit_updates()
+    sink.emit_updates()
+    sink.handle(make_drop(port=1, packets=5))  # room again: tracked from here
+    assert sink.emit_updates() == 1
+    assert _queued(channel)[-1].attributes["server.port"] == 1
+    assert _queued(channel)[-1].attributes["drop_explainer.count.delta"] == 5
