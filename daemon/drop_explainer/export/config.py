@@ -54,8 +54,8 @@ def from_values(v: Mapping[str, Any]) -> ExportSettings:
         raise ValueError(f"--export-update-sample: {v['export_update_sample']} is not a fraction in 0..1")
     if not 0 < v["export_update_interval"] <= 86400:
         raise ValueError(f"--export-update-interval: {v['export_update_interval']} is not seconds in (0, 86400]")
-    if v["export_queue_bytes"] < 64 * 1024:
-        raise ValueError("--export-queue-bytes must be at least 65536")
+    if v["export_queue_bytes"] < 4096:
+        raise ValueError("--export-queue-bytes must be at least 4096")
     otlp = None
     if v["export_otlp_endpoint"]:
         if bool(v["export_otlp_tls_cert"]) != bool(v["export_otlp_tls_key"]):

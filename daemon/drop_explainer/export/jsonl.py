@@ -1,7 +1,8 @@
 """JSON lines file export, for Fluent Bit and Vector: one record per line, in the OTLP record's shape.
 
 Rotated by size and count like Hubble's flow exporter (``--export-file-max-size-mb``,
-``--export-file-max-backups``, which it gets from lumberjack): when the file
+``--export-file-max-backups``, which it gets from lumberjack; lumberjack
+stamps a rotated file with its time, ours are numbered): when the file
 would pass ``max_bytes`` it is renamed ``<path>.1`` (older ones shift up to
 ``<path>.<max_backups>``, the oldest is removed) and a fresh file is begun.
 A line is never split across two files. Writes run in a worker thread so a

@@ -205,3 +205,34 @@ def _deltas(collector: Collector, sig_id: str) -> list[int]:
         if a.get("drop_explainer.signature") == sig_id:
             out.append(int(a["drop_explainer.count.delta"]))
     return out
+
+
+async def test_past_the_bound_records_are_refused_and_counted_and_the_rest_arrive(
+        collector: Collector, tmp_path: Path) -> None:
+    """A small queue (8 KiB) while the Collector is down: what fits arrives after the restart, the rest is counted."""
+    responses = load_responses(FLOWS)
+    template = next(r.flow for r in responses if r.flow.source.pod_name == "pod-a")
+    async with FakeHubbleServer(responses, node_name="node-2") as hubble:
+        settings = _settings(collector, tmp_path, hubble, "--export-what", "new", "--export-queue-bytes", "8192")
+        async with running(settings, StaticState(load_state(INCIDENT))) as daemon:
+            assert daemon.export is not None
+            channel = daemon.export.channels[0]
+            await eventually(lambda: channel.stats.sent >= 2, timeout=30)
+            await asyncio.to_thread(collector.stop)
+            base = template.time.ToNanoseconds() + 60 * 10**9
+            for i in range(20):
+                hubble.push(_on_port(template, 9000 + i, base + i * 10**6))
+            await eventually(lambda: channel.stats.queued + channel.stats.overflow == 20, timeout=30)
+            kept, refused = channel.stats.queued, channel.stats.overflow
+            assert channel.stats.queued_bytes <= 8192
+            assert kept >= 1
+            assert refused >= 1
+            _, metrics = await http_get(daemon.port or 0, "/metrics")
+            await asyncio.to_thread(collector.start)
+            await eventually(lambda: channel.stats.queued == 0 and channel.stats.sent == 2 + kept, timeout=60)
+            await eventually(lambda: len(_new_records(collector)) >= 2 + kept, timeout=30)
+            await asyncio.sleep(1.5)
+    assert f'drop_explainer_export_records_total{{exporter="otlp",outcome="overflow"}} {float(refused)}' in metrics
+    ports = Counter(r["attrs"]["server.port"] for r in _new_records(collector))
+    # The first ones fitted (FIFO; the refused are the newest), each arrives once.
+    assert ports == Counter({8080: 2} | {9000 + i: 1 for i in range(kept)})
