@@ -25,18 +25,10 @@ from drop_explainer.pipeline import StaticState
 from drop_explainer.settings import Settings
 from drop_explainer.testing.hubble_server import FakeHubbleServer, load_responses
 from tests.daemon_support import eventually, http_get, run_settings, running
-from tests.otelcol_support import Collector, CollectorError, attributes, build
+from tests.otelcol_support import Collector, CollectorError, attributes
 
 INCIDENT = demo.incident_dir()
 FLOWS = INCIDENT / "hubble-flows.jsonl"
-
-
-@pytest.fixture(scope="session")
-def otelcol() -> Path:
-    try:
-        return build()
-    except CollectorError as exc:
-        pytest.fail(str(exc), pytrace=False)
 
 
 @pytest.fixture
