@@ -139,6 +139,10 @@ class Channel:
             except PermanentError as exc:
                 self.stats.rejected += len(batch)
                 log.error("export_rejected", extra={"exporter": self.name, "records": len(batch), "reason": str(exc)})
+            except Exception:
+                # A bug or an unexpected error must not end the daemon: the batch is given up, counted.
+                self.stats.rejected += len(batch)
+                log.exception("export_failed", extra={"exporter": self.name, "records": len(batch)})
             else:
                 self.stats.sent += len(batch) - refused
                 self.stats.rejected += refused
@@ -155,6 +159,6 @@ class Channel:
                     self.stats.sent += len(batch) - refused
                     self.stats.rejected += refused
                     self._commit(len(batch))
-        except (TimeoutError, RetryableError, PermanentError) as exc:
+        except Exception as exc:  # at exit: said and left, never raised
             log.warning("export_unsent_at_exit", extra={"exporter": self.name, "records": len(self._queue),
                                                         "reason": str(exc) or type(exc).__name__})

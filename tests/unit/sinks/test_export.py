@@ -211,3 +211,19 @@ def test_a_silent_signature_is_forgotten_and_counted_afresh_when_it_returns(make
     assert sink.emit_updates() == 1
     assert _queued(channel)[-1].attributes["server.port"] == 1
     assert _queued(channel)[-1].attributes["drop_explainer.count.delta"] == 5
+
+
+async def test_an_unexpected_error_gives_up_the_batch_but_not_the_sender(make_drop: MakeDrop) -> None:
+    exporter = Scripted([ValueError("a bug")])
+    channel = Channel(exporter, ChannelSettings(linger_s=0.01))
+    channel.offer(_record(make_drop, 9000))
+    task = asyncio.create_task(channel.run())
+    try:
+        await _until(lambda: channel.stats.rejected == 1)
+        channel.offer(_record(make_drop, 9001))
+        await _until(lambda: channel.stats.sent == 1)
+    finally:
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+    assert [r.attributes["server.port"] for r in exporter.taken] == [9001]
