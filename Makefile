@@ -31,11 +31,12 @@ install: $(STAMP)
 demo: $(RUNTIME)
 	$(VENV)/bin/drop-explainer demo --port $(PORT)
 
-# Real components the tests start: kube-apiserver, etcd, kubectl and the hubble CLI (built from Go
-# modules, cached by version), Prometheus, promtool and Alertmanager (Debian packages).
+# Real components the tests start: kube-apiserver, etcd, kubectl, the hubble CLI and an OpenTelemetry
+# Collector (built from Go modules, cached by version), Prometheus, promtool and Alertmanager (Debian packages).
 tools: $(STAMP)
 	bash scripts/build-k8s-binaries.sh
 	bash scripts/build-hubble-cli.sh
+	bash scripts/build-otelcol.sh
 	bash scripts/install-test-tools.sh
 
 lint: $(STAMP)
@@ -61,6 +62,7 @@ bench: $(STAMP)
 	$(PY) bench/store.py
 	$(PY) bench/calico.py
 	$(PY) bench/api_load.py
+	$(PY) bench/export.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

@@ -15,10 +15,10 @@ import errno
 import gc
 import logging
 import time
-from collections.abc import AsyncIterator, Callable, Collection
+from collections.abc import AsyncIterator, Callable, Collection, Coroutine
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Protocol, TypeAlias
+from typing import Any, Protocol, TypeAlias
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry
@@ -33,6 +33,8 @@ from drop_explainer.cluster.state import ClusterState
 from drop_explainer.cluster.unevaluated import NotEvaluated
 from drop_explainer.explain.cache import ExplanationCache
 from drop_explainer.explain.model import Explanation
+from drop_explainer.export.build import export_sink
+from drop_explainer.export.sink import ExportSink
 from drop_explainer.flows.model import Flow
 from drop_explainer.pipeline import Admission, Pipeline, StateSource, StaticState
 from drop_explainer.policy import profiles
@@ -76,6 +78,8 @@ class Daemon:
     client: kubeapi.Client | None = None
     tls: tls.ReloadingContext | None = None
     """The API's serving certificate, reloaded when its files change (--tls-cert); None: plaintext."""
+    export: ExportSink | None = None
+    """Explained drops to OTLP and/or a JSON lines file (--export-*); None: no export."""
 
 
 class ReplaySource:
@@ -401,6 +405,22 @@ def _peers(settings: Settings, state: StateSource) -> Peers:
                  server_name=settings.tls.peer_server_name)
 
 
+class _Runs(Protocol):
+    """A part with a long-lived task of its own."""
+
+    def run(self) -> Coroutine[Any, Any, None]: ...
+
+
+def _export(settings: Settings, state: StateSource, registry: CollectorRegistry,
+            pipeline: Pipeline) -> ExportSink | None:
+    """The export sink (--export-*), last in line: it only counts and enqueues, its task sends."""
+    export = export_sink(settings.export, settings.node_name, state.snapshot)
+    if export is not None:
+        export.register(registry)
+        pipeline.sinks.append(("export", export))
+    return export
+
+
 async def serve(settings: Settings, *, state: StateSource | None = None,
                 on_started: Callable[[Daemon], None] | None = None) -> None:
     """Build every part and run until cancelled (SIGTERM) or until a part fails."""
@@ -438,6 +458,7 @@ async def serve(settings: Settings, *, state: StateSource | None = None,
         radius = RadiusSink(pipeline.engine, store.update_explanation)
         pipeline.sinks += [("blast-radius", radius),
                            ("stream", stream.Hub(store.get, registry=registry, node=settings.node_name))]
+        export = _export(settings, state, registry, pipeline)
         peers = _peers(settings, state)
         source = make_source(settings, checkpoint=store)
         if not isinstance(source, ReplaySource):
@@ -445,7 +466,8 @@ async def serve(settings: Settings, *, state: StateSource | None = None,
         metrics.register_not_evaluated(_not_evaluated_of(state))
         daemon = Daemon(settings, registry, metrics, store, state, pipeline, peers, source, live, events,
                         reviewer=reviewer, client=client,
-                        tls=tls.ReloadingContext(settings.tls) if settings.tls is not None else None)
+                        tls=tls.ReloadingContext(settings.tls) if settings.tls is not None else None,
+                        export=export)
         if live is not None and client is not None:
             daemon.enforcer = _enforcer_tracker(settings, client, live, registry)
         log.info("daemon_starting", extra={"source": settings.source, "node": settings.node_name,
@@ -457,9 +479,8 @@ async def serve(settings: Settings, *, state: StateSource | None = None,
             tg.create_task(_Collector().run(), name="gc")
             tg.create_task(_consume(daemon), name="source")
             tg.create_task(radius.run(), name="blast-radius")
-            if live is not None:
-                tg.create_task(live.run(), name="watches")
-            if events is not None:
-                tg.create_task(events.run(), name="events")
-            if daemon.enforcer is not None:
-                tg.create_task(daemon.enforcer.run(), name="policy-enforcer")
+            optional: tuple[tuple[str, _Runs | None], ...] = (
+                ("watches", live), ("events", events), ("export", export), ("policy-enforcer", daemon.enforcer))
+            for name, part in optional:
+                if part is not None:
+                    tg.create_task(part.run(), name=name)

@@ -15,6 +15,7 @@ from typing import Any
 
 from drop_explainer.api.server import ServerLimits
 from drop_explainer.cluster import enforcer
+from drop_explainer.export import config as export_config
 from drop_explainer.policy import profiles
 from drop_explainer.sources import antrea, calico
 from drop_explainer.sources.channels import TlsSettings
@@ -130,6 +131,29 @@ OPTIONS: tuple[Option, ...] = (
     Option("api-fanout-concurrency", 8, "Cluster-wide questions asking the peers at once.", int),
     Option("api-deadline", 10.0, "Seconds a request may take before it is answered 504.", float),
     Option("whatif-cache-bytes", 16 * 1024 * 1024, "Bytes of what-if answers kept for the current state.", int),
+    Option("export-otlp-endpoint", "", "OTLP/gRPC logs receiver (host:port, e.g. a Collector's 4317) to export "
+           "explained drops to; empty: no OTLP export."),
+    Option("export-otlp-tls", False, "TLS to the OTLP receiver (the system's roots unless --export-otlp-tls-ca).",
+           _bool),
+    Option("export-otlp-tls-ca", "", "CA file of the OTLP receiver's certificate (enables TLS)."),
+    Option("export-otlp-tls-cert", "", "Client certificate for mTLS to the OTLP receiver."),
+    Option("export-otlp-tls-key", "", "Client key of --export-otlp-tls-cert."),
+    Option("export-otlp-tls-server-name", "", "Name to verify in the OTLP receiver's certificate."),
+    Option("export-otlp-headers", "", "Headers sent with every export, name=value,... (a token: set the variable "
+           "from a Secret rather than a flag)."),
+    Option("export-otlp-compression", "none", "none or gzip.", ),
+    Option("export-otlp-timeout", 10.0, "Seconds one export call may take before it is retried.", float),
+    Option("export-file", "", "JSON lines file to export explained drops to (Fluent Bit, Vector); empty: none."),
+    Option("export-file-max-size-mb", 10.0, "Rotate --export-file when it would grow past this (MiB).", float),
+    Option("export-file-max-backups", 5, "Rotated files kept (<file>.1 is the newest).", int),
+    Option("export-what", ("new", "updates"), "What to export: new (a signature's first drop), updates (periodic "
+           "counts; comma separated).", _csv),
+    Option("export-update-interval", 60.0, "Seconds between count updates of a signature that keeps dropping.",
+           float),
+    Option("export-update-sample", 1.0, "Fraction of count updates exported (0..1); skipped counts carry over.",
+           float),
+    Option("export-queue-bytes", 16 * 1024 * 1024, "Bytes of records queued per destination while it is slow or "
+           "down; beyond, records are refused and counted.", int),
     Option("log-format", "auto", "json, console or auto (console on a terminal)."),
     Option("log-level", "info", "debug, info, warning or error."),
 )
@@ -230,6 +254,7 @@ class Settings:
     tls: ServingTls | None = None
     """None: plaintext HTTP."""
     costs: CostSettings = field(default_factory=CostSettings)
+    export: export_config.ExportSettings = field(default_factory=export_config.ExportSettings)
 
 
 def _serving_tls(v: Mapping[str, Any]) -> ServingTls | None:
@@ -335,6 +360,10 @@ def from_args(args: argparse.Namespace, env: Mapping[str, str] | None = None) ->
                             node_names=tuple(v["hubble_node_names"]), transport=v["hubble_transport"])
     node_name = v["node_name"] or env.get("NODE_NAME", "")
     serving = _serving_tls(v)
+    try:
+        export = export_config.from_values(v)
+    except ValueError as exc:
+        raise SettingsError(str(exc)) from None
     return Settings(
         node_name=node_name,
         source=v["source"],
@@ -370,6 +399,7 @@ def from_args(args: argparse.Namespace, env: Mapping[str, str] | None = None) ->
         cni=v["cni"],
         tls=serving,
         costs=_costs(v),
+        export=export,
     )
 
 

@@ -1,0 +1,1 @@
+"""Explained drops exported to the stores operators already run (OTLP logs, JSON lines)."""
