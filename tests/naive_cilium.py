@@ -389,10 +389,10 @@ def _default_deny(rule: _Rule, direction: str) -> bool:
 # --- KNP peers under Cilium ----------------------------------------------------------------------
 
 
-def _knp_peer_matches(rule: _Rule, peer_spec: Json, peer: Peer, docs: Sequence[Json]) -> bool:
+def _knp_peer_matches(rule: _Rule, peer_spec: Json, peer: Peer, docs: Sequence[Json], settings: Settings) -> bool:
     block = peer_spec.get("ipBlock")
-    if block is not None:
-        return peer.kind == "world" and _in(peer.ip, block["cidr"]) and not any(
+    if block is not None:  # an ipBlock is a CIDR selector under Cilium (network/kubernetes/policy.rst)
+        return cidr_visible(peer, settings) and _in(peer.ip, block["cidr"]) and not any(
             _in(peer.ip, e) for e in block.get("except") or [])
     if peer.pod is None:
         return False
@@ -407,9 +407,9 @@ def _knp_peer_matches(rule: _Rule, peer_spec: Json, peer: Peer, docs: Sequence[J
 
 
 def _knp_entry_matches(rule: _Rule, entry: Json, direction: str, peer: Peer, *, port: int, protocol: str,
-                       destination: Json | None, docs: Sequence[Json]) -> bool:
+                       destination: Json | None, docs: Sequence[Json], settings: Settings) -> bool:
     peers = entry.get("from" if direction == "ingress" else "to") or []
-    if peers and not any(_knp_peer_matches(rule, p, peer, docs) for p in peers):
+    if peers and not any(_knp_peer_matches(rule, p, peer, docs, settings) for p in peers):
         return False
     ports = entry.get("ports") or []
     if not ports:
@@ -449,7 +449,7 @@ def side(docs: Sequence[Json], direction: str, *, subject: End, other: End, port
             for i, entry in enumerate(rule.entries.get(section) or []):
                 if rule.kind == KNP:
                     ok = _knp_entry_matches(rule, entry, direction, peer, port=port, protocol=protocol,
-                                            destination=destination.pod, docs=docs)
+                                            destination=destination.pod, docs=docs, settings=settings)
                 else:
                     ok = (l3_matches(rule, entry, peer, settings, direction == "egress")
                           and l4_matches(entry, port, protocol, destination.pod))
