@@ -46,6 +46,7 @@ from drop_explainer.policy import profiles, queries
 from drop_explainer.policy.engine import Engine
 from tests import naive_cilium
 from tests.naive_cilium import Settings
+from tests.unit.policy import test_cilium_semantics as semantics
 
 NEEDS_CNP_ENGINE = pytest.mark.xfail(
     reason="CiliumNetworkPolicy evaluation lands with the cilium-engine branch", strict=False)
@@ -505,3 +506,14 @@ def test_an_unchanged_copy_is_not_caught() -> None:
                                   naive_verdicts(module, docs, conns, conf), conns) is None
 
     agrees()
+
+
+def test_the_documentation_table_catches_every_planted_bug() -> None:
+    """The table of test_cilium_semantics has teeth too: each mutant gets at least one documented verdict wrong."""
+    missed = []
+    for name in sorted(MUTANTS):
+        broken = mutant(name)
+        if all(broken.evaluate(semantics.documents(case), src, dst, port, proto, settings=case.settings).allowed
+               == ok for case in semantics.CASES for src, dst, port, proto, ok in case.checks):
+            missed.append(name)
+    assert missed == []

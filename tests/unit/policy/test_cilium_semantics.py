@@ -180,6 +180,12 @@ CASES: tuple[Case, ...] = (
                                      " ingress: [{fromEndpoints: [{matchLabels: "
                                      "{io.cilium.k8s.policy.serviceaccount: luke}}]}]}"),),
          (t(FE, BE, 80, True), t(MYSVC, BE, 80, False), t(LUKE, LEIA, 80, True))),
+    # policy-kinds.md 1.3 (pkg/labels/labels.go sources; pkg/policy/api/selector.go): "k8s:key" is that source,
+    # "any:key" and a bare key any source; pods carry k8s: labels only, so "container:role" selects none.
+    Case("label-source-prefixes", (cnp("{endpointSelector: {matchLabels: {role: backend}}, ingress: [{fromEndpoints: "
+                                       "[{matchLabels: {'k8s:role': frontend}}, {matchLabels: {'any:app': myService}},"
+                                       " {matchLabels: {'container:role': victim}}]}]}"),),
+         (t(FE, BE, 80, True), t(MYSVC, BE, 80, True), t(VICTIM, BE, 80, False))),
     # --- CCNP scope (kubernetes.rst "Clusterwide Policies") -----------------------------------------
     # examples/policies/kubernetes/clusterwide/wildcard-from-endpoints.yaml: fromEndpoints [{}] in a CCNP is
     # every pod of the cluster, never a node or the world (policy-kinds.md 1.2).
@@ -289,6 +295,10 @@ CASES: tuple[Case, ...] = (
     Case("l4-named-port", (cnp("{endpointSelector: {matchLabels: {role: backend}}, ingress: [{toPorts: [{ports: "
                                "[{port: http, protocol: TCP}, {port: dns, protocol: UDP}]}]}]}"),),
          (t(FE, BE, 80, True), t(FE, BE, 53, True, "UDP"), t(FE, BE, 81, False), t(FE, BE, 53, False))),
+    # A named port is the destination's port of that name *and* protocol: dns is 53/UDP on backend.
+    Case("l4-named-port-protocol-must-match", (cnp("{endpointSelector: {matchLabels: {role: backend}}, ingress: "
+                                                   "[{toPorts: [{ports: [{port: dns, protocol: TCP}]}]}]}"),),
+         (t(FE, BE, 53, False), t(FE, BE, 53, False, "UDP"))),
     Case("l4-named-port-egress", (cnp("{endpointSelector: {matchLabels: {role: frontend}}, egress: [{toPorts: "
                                       "[{ports: [{port: http}]}]}]}"),),
          (t(FE, BE, 80, True), t(FE, "8.8.8.8", 80, False))),
@@ -386,6 +396,11 @@ CASES: tuple[Case, ...] = (
     # Row 7: KNP without policyTypes and without rules: ingress default deny, egress untouched.
     Case("table-knp-no-rules-ingress-only", (knp("{podSelector: {matchLabels: {role: backend}}}"),),
          (t(FE, BE, 80, False), t(BE, "8.8.8.8", 443, True), t(NODE2, BE, 80, True))),
+    # A Kubernetes NetworkPolicy ipBlock under Cilium is a CIDR selector: it never matches a pod
+    # (network/kubernetes/policy.rst, known gap "ipBlock set with a pod IP", cilium/cilium#9209; layer3.rst).
+    Case("knp-ip-block-blind-to-pods", (knp("{podSelector: {matchLabels: {role: backend}}, ingress: [{from: "
+                                            "[{ipBlock: {cidr: 10.244.0.0/16}}]}]}"),),
+         (t(FE, BE, 80, False), t("10.244.1.250", BE, 80, True), t("8.8.8.8", BE, 80, False))),
     # --- Validity (policy-kinds.md 1.1): an invalid object has no effect at all ---------------------------
     Case("invalid-two-l3-fields-in-one-rule", (cnp("{endpointSelector: {matchLabels: {role: backend}}, ingress: "
                                                    "[{fromEndpoints: [{}], fromCIDR: [8.8.8.8/32]}]}"),),
