@@ -138,7 +138,8 @@ def end_of(docs: Sequence[Json], ref: str) -> End:
     if "/" in ref and ":" not in ref:
         ns, name = ref.split("/", 1)
         pod = next(p for p in pods if p["metadata"]["namespace"] == ns and p["metadata"]["name"] == name)
-        ip = (_pod_ips(pod) or [None])[0]
+        ips = _pod_ips(pod)
+        ip = ips[0] if ips else None
         if (pod.get("spec") or {}).get("hostNetwork"):
             return End(ip, node=pod["spec"]["nodeName"])
         return End(ip, pod)
@@ -443,7 +444,8 @@ def side(docs: Sequence[Json], direction: str, *, subject: End, other: End, port
              or (r.kind == KNP and direction in r.entries)]
     if not rules:
         return Side(settings.enforcement != "always", settings.enforcement == "always")
-    denied, allowed = set(), set()
+    denied: set[str] = set()
+    allowed: set[str] = set()
     for rule in rules:
         for section, hits in ((direction + "Deny", denied), (direction, allowed)):
             for i, entry in enumerate(rule.entries.get(section) or []):
