@@ -272,8 +272,8 @@ CASES: tuple[Case, ...] = (
          (t(MYSVC, NODE2, 6443, True), t(MYSVC, NODE1, 6443, True), t(MYSVC, BE, 80, False)),
          Settings(cidr_match_nodes=True)),
     # --- L4 (layer4.rst) ------------------------------------------------------------------------------
-    # "Limit ingress/egress ports", examples/policies/l4/l4.yaml: toPorts without an L3 field admits any peer
-    # (policy-kinds.md 1.7, row 2).
+    # layer4.rst "Example (L4)", examples/policies/l4/l4.yaml: "TCP on port 80, to any layer 3 destination"
+    # (policy-kinds.md 1.7, row 2: toPorts without an L3 field admits any peer).
     Case("l4-only-any-peer", (cnp("{endpointSelector: {matchLabels: {app: myService}}, egress: [{toPorts: "
                                   "[{ports: [{port: '80', protocol: TCP}]}]}]}"),),
          (t(MYSVC, "8.8.8.8", 80, True), t(MYSVC, BE, 80, True), t(MYSVC, NODE2, 80, True),
@@ -286,12 +286,14 @@ CASES: tuple[Case, ...] = (
     # "Labels-dependent Layer 4 rule", examples/policies/l4/l3_l4_combined.yaml.
     Case("l3-l4-combined", (cnp(BACKEND_FROM_FRONTEND_80),),
          (t(FE, BE, 80, True), t(FE, BE, 53, False, "UDP"), t(MYSVC, BE, 80, False))),
-    # layer4.rst / policy-kinds.md 1.5: protocol ANY (and no protocol) is TCP, UDP and SCTP.
+    # layer4.rst "Limit ingress/egress ports", PortProtocol: "If omitted or empty, any protocol matches ...
+    # \"\"/\"ANY\""; which protocols "any" expands to (TCP, UDP, SCTP) is policy-kinds.md 1.5 (rule.go).
     Case("l4-protocol-any", (cnp("{endpointSelector: {matchLabels: {role: backend}}, ingress: [{toPorts: [{ports: "
                                  "[{port: '53', protocol: ANY}]}]}, {toPorts: [{ports: [{port: '80'}]}]}]}"),),
          (t(FE, BE, 53, True, "UDP"), t(FE, BE, 53, True), t(FE, BE, 53, True, "SCTP"), t(FE, BE, 80, True, "UDP"),
           t(FE, BE, 81, False))),
-    # policy-kinds.md 1.5 (l4.go, layer4.rst): a name is a named port of the destination; endPort is ignored.
+    # layer4.rst PortProtocol: "Port can be an L4 port number, or a name in the form of \"http\" ... EndPort is
+    # ignored if Port is a named port"; resolved on the destination (policy-kinds.md 1.5).
     Case("l4-named-port", (cnp("{endpointSelector: {matchLabels: {role: backend}}, ingress: [{toPorts: [{ports: "
                                "[{port: http, protocol: TCP}, {port: dns, protocol: UDP}]}]}]}"),),
          (t(FE, BE, 80, True), t(FE, BE, 53, True, "UDP"), t(FE, BE, 81, False), t(FE, BE, 53, False))),
@@ -333,7 +335,16 @@ CASES: tuple[Case, ...] = (
                                             "{k8s:io.kubernetes.pod.namespace: default, role: frontend}}]}],"
                                             " enableDefaultDeny: {ingress: false}}")),
          (t(FE, BE, 80, False), t(MYSVC, BE, 80, True), t(LUKE, LEIA, 80, True))),
-    # --- enableDefaultDeny (intro.rst "Default deny", policy-kinds.md 1.8) ---------------------------------
+    # --- enableDefaultDeny (intro.rst "Endpoint default policy", policy-kinds.md 1.8) ----------------------
+    # intro.rst's CCNP intercept-all-dns: "causes all DNS traffic to be intercepted, but does not block any traffic".
+    Case("intro-intercept-all-dns", (ccnp("{endpointSelector: {matchExpressions: [{key: io.kubernetes.pod.namespace,"
+                                          " operator: NotIn, values: [kube-system]}, {key: k8s-app, operator: NotIn,"
+                                          " values: [kube-dns]}]}, enableDefaultDeny: {egress: false, ingress: false},"
+                                          " egress: [{toEndpoints: [{matchLabels: {io.kubernetes.pod.namespace: "
+                                          "kube-system, k8s-app: kube-dns}}], toPorts: [{ports: [{port: '53', "
+                                          "protocol: TCP}, {port: '53', protocol: UDP}], rules: {dns: "
+                                          "[{matchPattern: '*'}]}}]}]}", name="intercept-all-dns"),),
+         (t(FE, DNS, 53, True, "UDP"), t(FE, "8.8.8.8", 443, True), t(LUKE, BE, 80, True))),
     Case("default-deny-off-allow-adds-nothing", (cnp("{endpointSelector: {matchLabels: {role: backend}}, "
                                                      "enableDefaultDeny: {ingress: false}, ingress: [{fromEndpoints:"
                                                      " [{matchLabels: {role: frontend}}]}]}"),),
