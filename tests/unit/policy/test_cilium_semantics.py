@@ -7,7 +7,7 @@ where the docs have no example, from the reference section that cites the
 code; the comment above each case names its source. The same table is asked
 of the naive evaluator (``tests/naive_cilium.py``, which must agree now) and of
 the product engine through its public what-if path (which evaluates CNPs once
-the cilium-engine work lands: those cases carry ``NEEDS_CNP_ENGINE``).
+the engine evaluated CiliumNetworkPolicy; every case now runs against it).
 
 The cluster (one per case, plus the case's policies), pods named after the docs' examples:
 
@@ -36,10 +36,6 @@ from drop_explainer.policy import profiles, queries
 from drop_explainer.policy.engine import Engine
 from tests import naive_cilium
 from tests.naive_cilium import Settings
-
-NEEDS_CNP_ENGINE = pytest.mark.xfail(
-    reason="CiliumNetworkPolicy evaluation lands with the cilium-engine branch", strict=False)
-"""The one marker to remove once the product engine evaluates CNP/CCNP."""
 
 
 def _pod(ns: str, name: str, labels: str, ip: str, node: str, *, sa: str = "default", ports: str = "[]") -> str:
@@ -474,7 +470,7 @@ def _is_cilium(case: Case) -> bool:
 
 
 def _params() -> list[object]:
-    return [pytest.param(c, id=c.id, marks=NEEDS_CNP_ENGINE if _is_cilium(c) else ()) for c in CASES]
+    return [pytest.param(c, id=c.id) for c in CASES]
 
 
 def documents(case: Case) -> list[dict[str, object]]:
