@@ -50,6 +50,9 @@ RULES: dict[str, list[dict[str, Any]]] = {
         {"apiGroups": [""], "resources": ["namespaces", "pods", "services"], "verbs": READ},
         {"apiGroups": ["networking.k8s.io"], "resources": ["networkpolicies"], "verbs": READ},
         {"apiGroups": ["discovery.k8s.io"], "resources": ["endpointslices"], "verbs": ["list", "watch"]},
+        # As the shipped ClusterRole: where another test left Cilium's CRDs served, the live state watches them.
+        {"apiGroups": ["cilium.io"], "resources": ["ciliumnetworkpolicies", "ciliumclusterwidenetworkpolicies"],
+         "verbs": ["list", "watch"]},
         {"apiGroups": [""], "resources": ["events"], "verbs": ["create", "patch", "get"]},
     ],
     # Separate, so a test can take it away and give it back.
