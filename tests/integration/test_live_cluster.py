@@ -245,7 +245,10 @@ class Running:
 async def running_live_state(endpoint: kubeapi.Endpoint) -> AsyncIterator[Running]:
     deleted: list[str] = []
     async with kubeapi.Client(endpoint) as api:
-        state = live.LiveState(api, settings=LIVE, on_pod_deleted=lambda pod: deleted.append(pod.key))
+        # Without Cilium's kinds: other tests on the shared API server install and delete their CRDs, and
+        # these tests count and time the core kinds (test_policy_kinds_on_apiserver.py covers discovery).
+        state = live.LiveState(api, settings=LIVE, on_pod_deleted=lambda pod: deleted.append(pod.key),
+                               discover=False)
         task = asyncio.create_task(state.run())
         try:
             yield Running(state, deleted)
