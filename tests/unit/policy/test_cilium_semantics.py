@@ -465,10 +465,6 @@ CASES: tuple[Case, ...] = (
 )
 
 
-def _is_cilium(case: Case) -> bool:
-    return any("cilium.io/" in p for p in case.policies)
-
-
 def _params() -> list[object]:
     return [pytest.param(c, id=c.id) for c in CASES]
 
