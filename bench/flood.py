@@ -18,7 +18,9 @@ record of everyone else. This measures exactly that:
   the store's caps, the 5 ms yield budget) except the per-caller API rate
   (``--api-rate 0``): all polling comes from one loopback caller at 30/s,
   which that limit would answer with 429s (bench/api_load.py measures it).
-- This process polls ``/healthz`` (``--health-rate``/s) and
+- This process polls ``/healthz`` (``--health-rate``/s) on the probe port
+  (``--probe-port``, answered off the event loop; deploy/'s probes use it)
+  and on the API port, and
   ``GET /drops?limit=20`` (``--get-rate``/s, text and JSON alternately), open
   loop: each latency counts from the scheduled send, so a stalled daemon
   cannot hide behind a slowed client (``/metrics`` is scraped every 5 s,
@@ -155,9 +157,10 @@ async def run(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
     del flood, templates
     server = pb.Child("history", str(spec), "fake")
     target = server.readline()
-    port = pb.free_port()
+    port, probe_port = pb.free_port(), pb.free_port()
     cmd = [sys.executable, "-m", "drop_explainer.cli", "run", "--state", str(tmp / "state"), "--source", "hubble",
            "--hubble-target", target, "--store-path", store_path, "--port", str(port), "--listen", "127.0.0.1",
+           "--probe-port", str(probe_port),
            "--events", "false", "--mode", "single", "--auth", "none", "--api-rate", "0",
            "--log-format", "json", "--log-level", "warning"]
     log = (tmp / "daemon.log").open("w")
@@ -169,6 +172,7 @@ async def run(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
     out: dict[str, Any] = {"flood": args.flood, "hostile_every": args.hostile_every, "bystanders": len(bystanders),
                            "command": " ".join(["python", *cmd[1:]]).replace(str(tmp), "$TMP")}
     health: list[float] = []
+    health_api: list[float] = []
     gets: list[float] = []
     errors: list[str] = []
     try:
@@ -187,9 +191,10 @@ async def run(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
             await asyncio.sleep(0.05)
         pb.note("flood: flowing; polling the API")
         stop = asyncio.Event()
-        pollers = [asyncio.create_task(poll(port, path, rate, stop=stop, out=out, errors=errors))
-                   for path, rate, out in (("/healthz", args.health_rate, health),
-                                           ("/drops?limit=20", args.get_rate, gets))]
+        pollers = [asyncio.create_task(poll(at, path, rate, stop=stop, out=out, errors=errors))
+                   for at, path, rate, out in ((probe_port, "/healthz", args.health_rate, health),
+                                               (port, "/healthz", args.health_rate, health_api),
+                                               (port, "/drops?limit=20", args.get_rate, gets))]
         t0 = time.perf_counter()
         while time.monotonic() < deadline:
             metrics = await asyncio.to_thread(scrape, port)
@@ -212,8 +217,10 @@ async def run(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
         log.close()
         server.close()
     out["healthz_ms"] = pb.pct_ms(health)
+    out["healthz_api_port_ms"] = pb.pct_ms(health_api)
     out["get_drops_ms"] = pb.pct_ms(gets)
-    out["requests"] = {"healthz": len(health), "get": len(gets), "errors": len(errors), "first_errors": errors[:5]}
+    out["requests"] = {"healthz": len(health) + len(health_api), "get": len(gets), "errors": len(errors),
+                       "first_errors": errors[:5]}
     out["bystanders_left"] = bystanders_left(store_path, bystanders)
     out["file_mb"] = round(sum(p.stat().st_size for p in tmp.glob("flood.db*")) / 1e6, 1)
     return out
@@ -224,8 +231,11 @@ def human(r: dict[str, Any]) -> None:
     print(f"flood: {r['flood']:,} distinct new drops in {r['flood_s']} s "
           f"({r['flood'] / max(r['flood_s'], 1e-9):,.0f}/s); explained {r['explained']:,}, "
           f"shed by the source's bounded queue {r['queue_overflow']:,}")
+    a = r["healthz_api_port_ms"]
     print(f"  /healthz       p50 {h['p50_ms']} ms  p99 {h['p99_ms']} ms  max {h['max_ms']} ms  "
-          f"(target p99 < {TARGETS['healthz_p99_ms']:.0f} ms)")
+          f"(the probe port, which deploy/'s probes use; target p99 < {TARGETS['healthz_p99_ms']:.0f} ms)")
+    print(f"  /healthz (API port) p50 {a['p50_ms']} ms  p99 {a['p99_ms']} ms  max {a['max_ms']} ms  "
+          "(behind the event loop's work)")
     print(f"  GET /drops     p50 {g['p50_ms']} ms  p99 {g['p99_ms']} ms  max {g['max_ms']} ms  "
           f"(target p99 < {TARGETS['get_p99_ms']:.0f} ms)")
     print(f"  requests {r['requests']['healthz'] + r['requests']['get']:,}, errors {r['requests']['errors']}")

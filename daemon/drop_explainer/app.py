@@ -23,7 +23,7 @@ from typing import Any, Protocol, TypeAlias
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
-from drop_explainer.api import auth, costs, guard, routes, server, stream, tls
+from drop_explainer.api import auth, costs, guard, probes, routes, server, stream, tls
 from drop_explainer.api.peers import Peers
 from drop_explainer.cluster import kubeapi
 from drop_explainer.cluster.enforcing import EnforcerTracker, TrackerSettings, configured_detection
@@ -474,6 +474,10 @@ async def serve(settings: Settings, *, state: StateSource | None = None,
                                            "mode": settings.peers.mode, "store": settings.store.path})
         async with asyncio.TaskGroup() as tg:
             tg.create_task(_serve_api(daemon, on_started), name="api")
+            if settings.probe_port:
+                tg.create_task(probes.serve(settings.listen, settings.probe_port, lambda: _healthy(daemon),
+                                            lambda: _ready(daemon), stall_after_s=settings.probe_stall_after_s),
+                               name="probes")
             tg.create_task(_flush_forever(daemon), name="store-flush")
             tg.create_task(_export_health(daemon), name="health")
             tg.create_task(_Collector().run(), name="gc")

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from drop_explainer import app, demo, logs, progress, settings, tail
+from drop_explainer.api.probes import ProbePortInUse
 from drop_explainer.cluster.errors import StateError
 from drop_explainer.cluster.loading import load_state
 from drop_explainer.cluster.state import ClusterState
@@ -315,7 +316,7 @@ def _run_async(main: Coroutine[Any, Any, None], log_format: str, log_level: str)
         asyncio.run(guarded())
     except BaseExceptionGroup as group:
         # From inside the daemon's task groups: one line, not their nested tracebacks.
-        busy = group.subgroup(app.PortInUse)
+        busy = group.subgroup((app.PortInUse, ProbePortInUse))
         if busy is None:
             raise
         first: BaseException = busy

@@ -88,6 +88,10 @@ OPTIONS: tuple[Option, ...] = (
     Option("kube-context", "", "Kubeconfig context to use."),
     Option("listen", "0.0.0.0", "Address of the HTTP API and /metrics."),
     Option("port", 8080, "Port of the HTTP API and /metrics.", int),
+    Option("probe-port", 0, "Port of /healthz and /readyz answered off the event loop, so a flood of drops never "
+           "delays the kubelet's probes (deploy/ uses 8081); 0: probes on the API's port only.", int),
+    Option("probe-stall-after", 30.0, "Seconds without the event loop refreshing the probe answers after which "
+           "/healthz on the probe port says the daemon is stalled (503).", float),
     Option("api-header-timeout", 10.0, "Seconds for a request's headers to arrive (slow clients are cut off).",
            float),
     Option("api-max-connections", 256, "Open API connections at most; over it the longest-idle one is closed.",
@@ -255,6 +259,9 @@ class Settings:
     """None: plaintext HTTP."""
     costs: CostSettings = field(default_factory=CostSettings)
     export: export_config.ExportSettings = field(default_factory=export_config.ExportSettings)
+    probe_port: int = 0
+    """0: no probe port (the probes answer on the API's port only)."""
+    probe_stall_after_s: float = 30.0
 
 
 def _serving_tls(v: Mapping[str, Any]) -> ServingTls | None:
@@ -342,6 +349,12 @@ def from_args(args: argparse.Namespace, env: Mapping[str, str] | None = None) ->
             raise SettingsError(f"--cni: {exc}") from None
     if v["mode"] not in ("daemonset", "single"):
         raise SettingsError(f"--mode: expected daemonset or single, got {v['mode']!r}")
+    if not 0 <= v["probe_port"] < 65536:
+        raise SettingsError(f"--probe-port: {v['probe_port']} is not a port (0: no probe port)")
+    if v["probe_port"] and v["probe_port"] == v["port"]:
+        raise SettingsError(f"--probe-port: {v['probe_port']} is the API's --port too; choose another (or 0)")
+    if not v["probe_stall_after"] > 0:  # `not`: nan is refused too
+        raise SettingsError(f"--probe-stall-after: {v['probe_stall_after']} is not a positive number of seconds")
     if not 0 <= v["port"] < 65536:  # 0: any free port (tests)
         raise SettingsError(f"--port: {v['port']} is not a port")
     if not 0 < v["api_header_timeout"] <= 3600 or v["api_max_connections"] < 1:  # `not`: nan is refused too
@@ -393,6 +406,7 @@ def from_args(args: argparse.Namespace, env: Mapping[str, str] | None = None) ->
         policy_enforcer=v["policy_enforcer"],
         not_enforced_events=v["not_enforced_events"],
         api=ServerLimits(v["api_header_timeout"], v["api_max_connections"]),
+        probe_port=v["probe_port"], probe_stall_after_s=v["probe_stall_after"],
         auth=AuthSettings(mode=v["auth"], audiences=tuple(v["auth_audiences"]), cache_ttl_s=v["auth_cache_ttl"],
                           verb=v["auth_verb"], resource=v["auth_resource"], group=v["auth_group"],
                           peer_user=v["auth_peer_user"]),

@@ -141,10 +141,13 @@ def test_workload_is_hardened_pinned_and_probed(overlay: str, rendered: dict[str
         assert (pod["securityContext"]["runAsUser"], pod["securityContext"]["runAsNonRoot"]) == (0, False)
     else:
         assert (pod["securityContext"]["runAsUser"], pod["securityContext"]["runAsNonRoot"]) == (65532, True)
-    assert c["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "http"}
-    assert c["startupProbe"]["httpGet"] == {"path": "/healthz", "port": "http"}
-    assert c["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "http"}
-    assert c["ports"] == [{"name": "http", "containerPort": 8080, "protocol": "TCP"}]
+    # The probes go to the probe port, answered off the event loop (api/probes.py), that the args open.
+    assert c["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "probes"}
+    assert c["startupProbe"]["httpGet"] == {"path": "/healthz", "port": "probes"}
+    assert c["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "probes"}
+    assert c["ports"] == [{"name": "http", "containerPort": 8080, "protocol": "TCP"},
+                          {"name": "probes", "containerPort": 8081, "protocol": "TCP"}]
+    assert {"name": "DROP_EXPLAINER_PROBE_PORT", "value": "8081"} in c["env"]
     assert c["resources"] == {"requests": {"cpu": "100m", "memory": "192Mi"}, "limits": {"cpu": "1", "memory": "384Mi"}}
     mounts = {m["mountPath"]: m for m in c["volumeMounts"]}
     assert {"/var/lib/drop-explainer", "/tmp"} <= set(mounts), "the store and /tmp are the only writable paths"

@@ -50,8 +50,8 @@ STATE: list[dict[str, Any]] = [
                               "default")),
     _node("node-1", "172.18.0.11", "10.244.1.0/24"),
     _node("node-2", "172.18.0.12", "10.244.2.0/24"),
-    _pod("drop-explainer", "explainer-a", EXPLAINER, "10.244.1.5", "node-1", ports=[(8080, "TCP")]),
-    _pod("drop-explainer", "explainer-b", EXPLAINER, "10.244.2.5", "node-2", ports=[(8080, "TCP")]),
+    _pod("drop-explainer", "explainer-a", EXPLAINER, "10.244.1.5", "node-1", ports=[(8080, "TCP"), (8081, "TCP")]),
+    _pod("drop-explainer", "explainer-b", EXPLAINER, "10.244.2.5", "node-2", ports=[(8080, "TCP"), (8081, "TCP")]),
     _pod("kube-system", "coredns", {"k8s-app": "kube-dns"}, "10.244.1.53", "node-1", ports=[(53, "UDP"), (53, "TCP")]),
     _pod("kube-system", "hubble-relay", {"k8s-app": "hubble-relay"}, "10.244.2.45", "node-2", ports=[(4245, "TCP")]),
     _pod("calico-system", "goldmane", {"k8s-app": "goldmane"}, "10.244.2.74", "node-2", ports=[(7443, "TCP")]),
@@ -138,7 +138,8 @@ def test_policies_allow_what_the_explainer_needs_and_nothing_else(
 
 
 def test_kubelet_probe_component_admits_the_nodes_it_names(tools: Tools, tmp_path: Path) -> None:
-    """components/kubelet-probe-ipblock lets its CIDR reach 8080, for CNIs that police the node's traffic."""
+    """components/kubelet-probe-ipblock lets its CIDR reach the probe port 8081 (only), for CNIs that police
+    the node's traffic."""
     overlay = tmp_path / "overlay"
     overlay.mkdir()
     up = os.path.relpath(DEPLOY, overlay)
@@ -149,9 +150,10 @@ def test_kubelet_probe_component_admits_the_nodes_it_names(tools: Tools, tmp_pat
     assert {p["metadata"]["name"] for p in policies} >= {"drop-explainer-kubelet-probes"}
     # a node inside the placeholder CIDR (TEST-NET-1), as the probes' source address
     node = _node("node-3", "192.0.2.13", "10.244.3.0/24")
-    cases = [("192.0.2.13", "drop-explainer/explainer-a", 8080, "TCP", True),
+    cases = [("192.0.2.13", "drop-explainer/explainer-a", 8081, "TCP", True),
+             ("192.0.2.13", "drop-explainer/explainer-a", 8080, "TCP", False),
              ("192.0.2.13", "drop-explainer/explainer-a", 9090, "TCP", False),
              # node-2, outside the CIDR (node-1 would be the pod's own node, which networking/v1 exempts)
-             ("172.18.0.12", "drop-explainer/explainer-a", 8080, "TCP", False)]
+             ("172.18.0.12", "drop-explainer/explainer-a", 8081, "TCP", False)]
     answers = _whatif(_state(tmp_path, policies, [node]), cases)
     assert [a["allowed"] for a in answers] == [want for *_, want in cases], answers

@@ -8,6 +8,7 @@ test asserts what must hold on any machine, however loaded.
 
 from __future__ import annotations
 
+import socket
 import time
 from pathlib import Path
 
@@ -70,6 +71,12 @@ def denied(destination: str, port: int, time_ns: int) -> flow_pb2.Flow:
     return flow
 
 
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
 def metric(text: str, name: str) -> float:
     return sum(s.value for f in text_string_to_metric_families(text) for s in f.samples if s.name == name)
 
@@ -79,8 +86,10 @@ async def test_a_flood_of_new_drops_keeps_the_api_up_and_the_quiet_pods_history(
     state = ClusterState.build(parse_documents("flood", STATE))
     now = time.time_ns() - 60 * S
     async with FakeHubbleServer() as hubble:
+        probe_port = free_port()
         settings = run_settings("--hubble-target", hubble.target, "--store-path", str(tmp_path / "d.db"),
-                                "--store-max-total", str(STORE_MAX_TOTAL), "--store-max-per-pod", "1000")
+                                "--store-max-total", str(STORE_MAX_TOTAL), "--store-max-per-pod", "1000",
+                                "--probe-port", str(probe_port))
         async with running(settings, StaticState(state)) as daemon:
             port = daemon.port or 0
             await hubble.wait_for_followers()
@@ -95,10 +104,13 @@ async def test_a_flood_of_new_drops_keeps_the_api_up_and_the_quiet_pods_history(
             for i in range(FLOOD):
                 hubble.push(denied("victim", 1000 + i, now + S + i))
             health: list[int] = []
+            probed: list[int] = []
 
             async def flooded() -> str | None:
                 status, _ = await http_get(port, "/healthz")
                 health.append(status)
+                status, _ = await http_get(probe_port, "/healthz")
+                probed.append(status)
                 _, text = await http_get(port, "/metrics")
                 return text if metric(text, "drop_explainer_drops_total") >= FLOOD + len(HISTORY_PORTS) else None
 
@@ -108,6 +120,7 @@ async def test_a_flood_of_new_drops_keeps_the_api_up_and_the_quiet_pods_history(
             _, victim = await get_json(port, "/pods/victim/drops?limit=500")
     assert health, "/healthz was never asked during the flood"
     assert set(health) == {200}, f"/healthz during the flood: {sorted(set(health))}"
+    assert set(probed) == {200}, f"/healthz on the probe port during the flood: {sorted(set(probed))}"
     assert status == 200
     assert "drops" in victim, victim
     quiet_ports = sorted(d["signature"]["port"] for d in quiet["drops"])
