@@ -11,17 +11,26 @@ STAMP   := $(VENV)/.installed-test-$(SUM)
 
 .PHONY: demo test test-notice lint install tools bench clean
 
+UV     := $(VENV)/bin/uv
+UVTRIED := $(VENV)/.uv-tried
+
 $(PY):
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
 
-$(RUNTIME): pyproject.toml | $(PY)
-	$(PY) -m pip install --quiet -e .
+# uv (one wheel from PyPI) fetches and installs the dependencies in parallel: a fresh `make demo`
+# spent ~25 of its 25-38 s in pip, one package after another. Where uv cannot be had or fails,
+# pip does the same install (`|| ...`), so it is a speed-up, never a requirement.
+$(UVTRIED): | $(PY)
+	$(PY) -m pip install --quiet uv || echo "uv could not be installed: pip installs the packages, one at a time"
+	touch $(UVTRIED)
+
+$(RUNTIME): pyproject.toml | $(UVTRIED)
+	$(UV) pip install --quiet --python $(PY) -e . || $(PY) -m pip install --quiet -e .
 	rm -f $(VENV)/.installed-runtime-*
 	touch $(RUNTIME)
 
-$(STAMP): pyproject.toml | $(PY)
-	$(PY) -m pip install --quiet -e '.[test]'
+$(STAMP): pyproject.toml | $(UVTRIED)
+	$(UV) pip install --quiet --python $(PY) -e '.[test]' || $(PY) -m pip install --quiet -e '.[test]'
 	rm -f $(VENV)/.installed-*
 	touch $(STAMP) $(RUNTIME)
 
