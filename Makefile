@@ -14,23 +14,27 @@ STAMP   := $(VENV)/.installed-test-$(SUM)
 UV     := $(VENV)/bin/uv
 UVTRIED := $(VENV)/.uv-tried
 
-$(PY):
-	$(PYTHON) -m venv $(VENV)
-
 # uv (one wheel from PyPI) fetches and installs the dependencies in parallel: a fresh `make demo`
-# spent ~25 of its 25-38 s in pip, one package after another. Where uv cannot be had or fails,
-# pip does the same install (`|| ...`), so it is a speed-up, never a requirement.
+# spent ~25 of its 25-38 s in pip, one package after another, and 6 s more putting pip itself into
+# the venv. So the venv is made without pip and the host's pip puts uv into it. Where uv cannot be
+# had or fails, the venv gets pip (ensurepip) and pip does the same install: a speed-up, never a
+# requirement.
+PIP    := { $(PY) -m pip --version >/dev/null 2>&1 || $(PY) -m ensurepip --quiet; } && $(PY) -m pip install --quiet
+
+$(PY):
+	$(PYTHON) -m venv --without-pip $(VENV)
+
 $(UVTRIED): | $(PY)
-	$(PY) -m pip install --quiet uv || echo "uv could not be installed: pip installs the packages, one at a time"
+	$(PYTHON) -m pip --python $(PY) install --quiet uv || echo "uv not installed: pip installs the packages one at a time"
 	touch $(UVTRIED)
 
 $(RUNTIME): pyproject.toml | $(UVTRIED)
-	$(UV) pip install --quiet --python $(PY) -e . || $(PY) -m pip install --quiet -e .
+	$(UV) pip install --quiet --python $(PY) -e . || $(PIP) -e .
 	rm -f $(VENV)/.installed-runtime-*
 	touch $(RUNTIME)
 
 $(STAMP): pyproject.toml | $(UVTRIED)
-	$(UV) pip install --quiet --python $(PY) -e '.[test]' || $(PY) -m pip install --quiet -e '.[test]'
+	$(UV) pip install --quiet --python $(PY) -e '.[test]' || $(PIP) -e '.[test]'
 	rm -f $(VENV)/.installed-*
 	touch $(STAMP) $(RUNTIME)
 

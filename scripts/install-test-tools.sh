@@ -126,7 +126,12 @@ install_python_tools() {
         return 0
     fi
     log "installing kubernetes-validate ${KUBERNETES_VALIDATE_VERSION} into ${VENV}"
-    "${VENV}/bin/python" -m pip install --quiet "kubernetes-validate==${KUBERNETES_VALIDATE_VERSION}" >&2
+    if [[ -x "${VENV}/bin/uv" ]]; then  # the Makefile's venv has uv and no pip (see there)
+        "${VENV}/bin/uv" pip install --quiet --python "${VENV}/bin/python" \
+            "kubernetes-validate==${KUBERNETES_VALIDATE_VERSION}" >&2
+    else
+        "${VENV}/bin/python" -m pip install --quiet "kubernetes-validate==${KUBERNETES_VALIDATE_VERSION}" >&2
+    fi
 }
 
 install_debian_tools
