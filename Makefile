@@ -19,7 +19,7 @@ UVTRIED := $(VENV)/.uv-tried
 # the venv. So the venv is made without pip and the host's pip puts uv into it. Where uv cannot be
 # had or fails, the venv gets pip (ensurepip) and pip does the same install: a speed-up, never a
 # requirement.
-PIP    := { $(PY) -m pip --version >/dev/null 2>&1 || $(PY) -m ensurepip --quiet; } && $(PY) -m pip install --quiet
+PIP     = { $(PY) -m pip --version >/dev/null 2>&1 || $(PY) -m ensurepip --quiet; $(PY) -m pip install --quiet $(1); }
 
 $(PY):
 	$(PYTHON) -m venv --without-pip $(VENV)
@@ -29,12 +29,12 @@ $(UVTRIED): | $(PY)
 	touch $(UVTRIED)
 
 $(RUNTIME): pyproject.toml | $(UVTRIED)
-	$(UV) pip install --quiet --python $(PY) -e . || $(PIP) -e .
+	$(UV) pip install --quiet --python $(PY) -e . || $(call PIP,-e .)
 	rm -f $(VENV)/.installed-runtime-*
 	touch $(RUNTIME)
 
 $(STAMP): pyproject.toml | $(UVTRIED)
-	$(UV) pip install --quiet --python $(PY) -e '.[test]' || $(PIP) -e '.[test]'
+	$(UV) pip install --quiet --python $(PY) -e '.[test]' || $(call PIP,-e '.[test]')
 	rm -f $(VENV)/.installed-*
 	touch $(STAMP) $(RUNTIME)
 
