@@ -19,7 +19,7 @@ UVTRIED := $(VENV)/.uv-tried
 # the venv. So the venv is made without pip and the host's pip puts uv into it. Where uv cannot be
 # had or fails, the venv gets pip (ensurepip) and pip does the same install: a speed-up, never a
 # requirement.
-PIP     = { $(PY) -m pip --version >/dev/null 2>&1 || $(PY) -m ensurepip --quiet; $(PY) -m pip install --quiet $(1); }
+PIP     = { $(PY) -m pip --version >/dev/null 2>&1 || $(PY) -m ensurepip; $(PY) -m pip install --quiet $(1); }
 
 $(PY):
 	$(PYTHON) -m venv --without-pip $(VENV)

@@ -30,7 +30,7 @@ def test_make_demo_installs_the_runtime_package_without_the_test_extras(tmp_path
     installs = [ln for ln in lines if "pip install " in ln and " uv " not in f"{ln} "]
     # uv first (in parallel, fast), pip the fallback: the same package, no extras either way.
     assert installs == [f"{venv}/bin/uv pip install --quiet --python {py} -e . || "
-                        f"{{ {py} -m pip --version >/dev/null 2>&1 || {py} -m ensurepip --quiet; "
+                        f"{{ {py} -m pip --version >/dev/null 2>&1 || {py} -m ensurepip; "
                         f"{py} -m pip install --quiet -e .; }}"], lines
     assert not any("[test]" in ln for ln in lines)
     assert lines[-1] == f"{tmp_path / 'venv'}/bin/drop-explainer demo --port 8080"
